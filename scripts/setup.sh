@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Installs what groklens needs, reusing whatever is already there at the right version:
+#   - a Python venv with torch 2.11.0 from PyPI (libtorch for tch 0.24.0),
+#   - with --notebooks: Jupyter's headless runner, evcxr_jupyter 0.22.0 and a `groklens`
+#     kernelspec that carries the libtorch environment, and Chromium for the offline check,
+#   - with --reference: TransformerLens 2.18.0, the peer for golden values and benchmarks.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+source "$here/env.sh"
+
+want_notebooks=0; want_reference=0
+for arg in "$@"; do
+  case "$arg" in
+    --notebooks) want_notebooks=1 ;;
+    --reference) want_reference=1 ;;
+    *) echo "setup.sh: unknown option $arg (expected --notebooks or --reference)" >&2; exit 2 ;;
+  esac
+done
+
+command -v cargo >/dev/null || { echo "setup.sh: cargo not found; install Rust with rustup first" >&2; exit 1; }
+
+if ! "$GROKLENS_VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
+  echo "setup: creating $GROKLENS_VENV with torch $TORCH_VERSION (about 5 GB, a few minutes)"
+  python3 -m venv "$GROKLENS_VENV"
+  "$GROKLENS_VENV/bin/pip" install -q --upgrade pip
+  "$GROKLENS_VENV/bin/pip" install -q "torch==$TORCH_VERSION" numpy
+fi
+
+if [ "$want_reference" = 1 ]; then
+  "$GROKLENS_VENV/bin/pip" install -q -r "$here/../tests/golden/requirements.txt" "torch==$TORCH_VERSION"
+fi
+
+if [ "$want_notebooks" = 1 ]; then
+  "$GROKLENS_VENV/bin/pip" install -q -r "$here/requirements-notebooks.txt"
+  if [ "$(evcxr_jupyter --version 2>/dev/null || true)" != "evcxr_jupyter 0.22.0" ]; then
+    echo "setup: installing evcxr_jupyter 0.22.0 (about 8 minutes)"
+    cargo install evcxr_jupyter --locked --version 0.22.0
+  fi
+  kernel_dir="$GROKLENS_VENV/share/jupyter/kernels/groklens"
+  mkdir -p "$kernel_dir"
+  cat > "$kernel_dir/kernel.json" <<JSON
+{
+  "argv": ["$(command -v evcxr_jupyter)", "--control_file", "{connection_file}"],
+  "display_name": "Rust (groklens)",
+  "language": "rust",
+  "interrupt_mode": "message",
+  "env": {
+    "LIBTORCH_USE_PYTORCH": "1",
+    "LD_LIBRARY_PATH": "$LD_LIBRARY_PATH",
+    "PATH": "$PATH"
+  }
+}
+JSON
+  if ! command -v chromium >/dev/null; then
+    echo "setup: installing Chromium (Debian's package) for the offline chart check"
+    if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+    else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi
+  fi
+fi

@@ -1,0 +1,22 @@
+//! groklens: train small transformers on modular arithmetic, watch them grok, and
+//! take them apart with TransformerLens's tools, from Rust.
+//!
+//! Data flows one way: [`task`] → [`model`] (+ [`hooks`]) → [`train`] → [`run`]
+//! (a folder on disk) → analysis → charts.
+
+pub mod adamw;
+pub mod config;
+pub mod device;
+pub mod error;
+pub mod hooks;
+pub mod model;
+pub mod run;
+pub mod task;
+pub mod train;
+
+pub use config::{ActFn, ModelConfig, RunConfig, TrainConfig};
+pub use error::{Error, Result};
+pub use hooks::{act_name, ActivationCache};
+pub use model::HookedTransformer;
+pub use run::{Run, RunWriter};
+pub use task::{Split, Task, Term};

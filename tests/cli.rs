@@ -1,0 +1,181 @@
+//! The command line: a tiny run end to end, and every kind of bad input answered
+//! with one line, exit status 2, and nothing written.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use groklens::{HookedTransformer, ModelConfig, Run, Task};
+use tch::{Device, Tensor};
+
+fn groklens(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_groklens")).args(args).output().expect("the groklens binary runs")
+}
+
+fn tiny_args(out: &Path) -> Vec<String> {
+    [
+        "train",
+        "--out",
+        out.to_str().unwrap(),
+        "--p",
+        "7",
+        "--m",
+        "2",
+        "--n",
+        "3",
+        "--frac-train",
+        "0.5",
+        "--epochs",
+        "20",
+        "--checkpoint-every",
+        "5",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn run_with(out: &Path, extra: &[&str]) -> Output {
+    let mut args = tiny_args(out);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    groklens(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+#[test]
+fn trains_a_tiny_run_into_a_loadable_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let output = run_with(&out, &[]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let run = Run::load(&out).unwrap();
+    assert_eq!(run.config.task, Task::power_sum(7, 2, 3));
+    assert_eq!(run.train_losses.len(), 20);
+    assert_eq!(run.checkpoint_epochs, vec![4, 9, 14, 19]);
+    assert!(run.train_losses[19] < run.train_losses[0]);
+    let names: Vec<String> = Tensor::read_safetensors(out.join("checkpoints/epoch_000019.safetensors"))
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    for key in
+        ["embed.W_E", "pos_embed.W_pos", "blocks.0.attn.W_Q", "blocks.0.attn.mask", "blocks.0.mlp.W_in", "unembed.W_U"]
+    {
+        assert!(names.iter().any(|n| n == key), "{key} missing from {names:?}");
+    }
+    assert!(!std::fs::read_dir(&out).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".partial")));
+}
+
+fn assert_rejected(output: &Output, needle: &str, out: &Path) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line expected, got: {stderr}");
+    assert!(stderr.contains(needle), "`{needle}` not in: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!out.exists() || std::fs::read_dir(out).unwrap().next().is_none(), "{} was written", out.display());
+}
+
+#[test]
+fn rejects_impossible_configs_without_writing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    for (extra, needle) in [
+        (&["--p", "1"][..], "p must be at least 2"),
+        (&["--m", "-1"], "exponent m"),
+        (&["--n", "-3"], "exponent n"),
+        (&["--frac-train", "0"], "frac_train"),
+        (&["--frac-train", "1.5"], "frac_train"),
+        (&["--epochs", "0"], "num_epochs"),
+        (&["--checkpoint-every", "0"], "checkpoint_every"),
+        (&["--lr", "-1"], "lr"),
+        (&["--device", "tpu"], "unknown device"),
+        (&["--p", "x"], "invalid value"),
+        (&["--bogus"], "unexpected argument"),
+    ] {
+        assert_rejected(&run_with(&out, extra), needle, &out);
+    }
+}
+
+#[test]
+fn rejects_cuda_where_there_is_none() {
+    if tch::Cuda::is_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    assert_rejected(&run_with(&out, &["--device", "cuda"]), "no CUDA device", &out);
+}
+
+#[test]
+fn rejects_a_non_empty_out_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("keep.txt"), "mine").unwrap();
+    let output = run_with(tmp.path(), &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not empty"));
+    assert_eq!(std::fs::read_to_string(tmp.path().join("keep.txt")).unwrap(), "mine");
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn rejects_bad_init_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let cfg = ModelConfig::for_task(&Task::power_sum(7, 2, 3));
+    let state = HookedTransformer::new(&cfg, Device::Cpu).unwrap().state_dict();
+
+    let missing = tmp.path().join("missing.safetensors");
+    let kept: Vec<_> = state.iter().filter(|(n, _)| n != "blocks.0.mlp.W_in").collect();
+    Tensor::write_safetensors(&kept.iter().map(|(n, t)| (n.as_str(), t)).collect::<Vec<_>>(), &missing).unwrap();
+    assert_rejected(
+        &run_with(&out, &["--init-from", missing.to_str().unwrap()]),
+        "missing tensor `blocks.0.mlp.W_in`",
+        &out,
+    );
+
+    let shaped = tmp.path().join("shaped.safetensors");
+    let wrong: Vec<(String, Tensor)> = state
+        .iter()
+        .map(|(n, t)| {
+            (
+                n.clone(),
+                if n == "unembed.W_U" {
+                    Tensor::zeros([3, 3], (tch::Kind::Float, Device::Cpu))
+                } else {
+                    t.shallow_clone()
+                },
+            )
+        })
+        .collect();
+    Tensor::write_safetensors(&wrong, &shaped).unwrap();
+    assert_rejected(
+        &run_with(&out, &["--init-from", shaped.to_str().unwrap()]),
+        "`unembed.W_U` has shape [3, 3]",
+        &out,
+    );
+
+    let garbage = tmp.path().join("garbage.safetensors");
+    std::fs::write(&garbage, b"\xff\xff\xff\xff\xff\xff\xff\x7fnot a safetensors file").unwrap();
+    assert_rejected(
+        &run_with(&out, &["--init-from", garbage.to_str().unwrap()]),
+        "not a readable safetensors file",
+        &out,
+    );
+
+    let absent = tmp.path().join("absent.safetensors");
+    assert_rejected(&run_with(&out, &["--init-from", absent.to_str().unwrap()]), "no such file", &out);
+}
+
+#[test]
+fn init_from_gives_the_same_start_as_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = ModelConfig { seed: 5, ..ModelConfig::for_task(&Task::power_sum(7, 2, 3)) };
+    let init = tmp.path().join("init.safetensors");
+    Tensor::write_safetensors(&HookedTransformer::new(&cfg, Device::Cpu).unwrap().state_dict(), &init).unwrap();
+    let out = tmp.path().join("run");
+    let output = run_with(&out, &["--init-from", init.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let saved = Tensor::read_safetensors(out.join("init.safetensors")).unwrap();
+    let given = Tensor::read_safetensors(&init).unwrap();
+    for (name, t) in &given {
+        let (_, s) = saved.iter().find(|(n, _)| n == name).unwrap();
+        assert!(t.equal(s), "{name} differs");
+    }
+}
