@@ -33,8 +33,15 @@ fn tiny_args(out: &Path) -> Vec<String> {
     .to_vec()
 }
 
+/// The tiny run's arguments, with `extra` flags replacing those of the same name.
 fn run_with(out: &Path, extra: &[&str]) -> Output {
-    let mut args = tiny_args(out);
+    let base = tiny_args(out);
+    let mut args = vec![base[0].clone()];
+    for pair in base[1..].chunks(2) {
+        if !extra.contains(&pair[0].as_str()) {
+            args.extend_from_slice(pair);
+        }
+    }
     args.extend(extra.iter().map(|s| s.to_string()));
     groklens(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }

@@ -259,27 +259,29 @@ def run_config(name, c):
     }
 
     if c["train"]:
-        train_losses, test_losses = [], []
-        for epoch in range(EPOCHS):
-            train_loss = loss_fn(model(train_data), train_labels)
-            train_loss.backward()
-            train_losses.append(train_loss.item())
-            if epoch == 0:
-                grads = {k: v.grad for k, v in model.named_parameters() if v.grad is not None}
-                save_file(tensors_for_file(grads),
-                          os.path.join(OUT_DIR, f"{name}_grads0.safetensors"))
-            optimizer.step()
-            optimizer.zero_grad()
-            if epoch == 0 and name == "tiny":
-                save_file(tensors_for_file(model.state_dict()),
-                          os.path.join(OUT_DIR, f"{name}_after1.safetensors"))
-            with torch.inference_mode():
-                test_losses.append(loss_fn(model(test_data), test_labels).item())
+        state0 = {k: v.clone() for k, v in model.state_dict().items()}
+        train_losses, test_losses = train_peer(name, model, optimizer, train_data, train_labels,
+                                               test_data, test_labels, save=True)
         if name == "tiny":
             save_file(tensors_for_file(model.state_dict()),
                       os.path.join(OUT_DIR, f"{name}_after100.safetensors"))
         with torch.inference_mode():
             la = model(toks)[:, -1]
+        if name == "seed":
+            # The peer against itself: the same loop from the same weights, run the way
+            # seed_loop.py runs (2 threads, nondeterministic CPU kernels). Early training
+            # of the seed config amplifies rounding differences, so this bounds how close
+            # any reimplementation can be expected to stay.
+            torch.set_num_threads(2)
+            torch.use_deterministic_algorithms(False)
+            model.load_state_dict(state0)
+            rerun_opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WD, betas=BETAS)
+            rerun = train_peer(name, model, rerun_opt, train_data, train_labels, test_data,
+                               test_labels, save=False)
+            out.update({"peer_rerun_2threads_train_losses": rerun[0],
+                        "peer_rerun_2threads_test_losses": rerun[1]})
+            torch.set_num_threads(1)
+            torch.use_deterministic_algorithms(True)
         out.update({
             "epochs": EPOCHS,
             "train_losses": train_losses,
@@ -299,6 +301,27 @@ def run_config(name, c):
           + f"masked={out['masked_attn_score']} init={init_check} "
           f"({time.perf_counter() - t0:.1f} s)", flush=True)
     return out
+
+
+def train_peer(name, model, optimizer, train_data, train_labels, test_data, test_labels, save):
+    """The seed's loop for EPOCHS epochs; with save, also writes the first gradients
+    (and for tiny the weights after one epoch)."""
+    train_losses, test_losses = [], []
+    for epoch in range(EPOCHS):
+        train_loss = loss_fn(model(train_data), train_labels)
+        train_loss.backward()
+        train_losses.append(train_loss.item())
+        if epoch == 0 and save:
+            grads = {k: v.grad for k, v in model.named_parameters() if v.grad is not None}
+            save_file(tensors_for_file(grads), os.path.join(OUT_DIR, f"{name}_grads0.safetensors"))
+        optimizer.step()
+        optimizer.zero_grad()
+        if epoch == 0 and save and name == "tiny":
+            save_file(tensors_for_file(model.state_dict()),
+                      os.path.join(OUT_DIR, f"{name}_after1.safetensors"))
+        with torch.inference_mode():
+            test_losses.append(loss_fn(model(test_data), test_labels).item())
+    return train_losses, test_losses
 
 
 def write_json(path, obj):
