@@ -10,6 +10,7 @@ pub mod device;
 pub mod error;
 pub mod hooks;
 pub mod model;
+pub mod pth;
 pub mod run;
 pub mod task;
 pub mod train;

@@ -327,9 +327,15 @@ impl HookedTransformer {
     }
 
     /// Logits at the last position only, `[batch, d_vocab_out]`: the same numbers as
-    /// `forward(tokens).select(1, -1)`, with the last block's queries, MLP and
-    /// unembedding computed at that position alone. What the trainer uses.
+    /// `forward(tokens).select(1, -1)`. What the trainer uses.
     pub fn last_logits(&self, tokens: &Tensor) -> Tensor {
+        self.last_position(tokens).logits
+    }
+
+    /// The last position's residual stream after attention, MLP activations and
+    /// logits, for every input at once: the last block's queries, MLP and
+    /// unembedding are computed at that position alone.
+    pub fn last_position(&self, tokens: &Tensor) -> LastPosition {
         let n_pos = tokens.size()[1];
         let d = self.cfg.d_model;
         let mut resid = self.embed.W_E.index_select(0, &tokens.flatten(0, 1)).view([-1, n_pos, d])
@@ -350,10 +356,21 @@ impl HookedTransformer {
         let resid_mid =
             resid.select(1, n_pos - 1) + z.reshape([-1, h * dh]).matmul(&a.W_O.reshape([h * dh, d])) + &a.b_O;
         let m = &last.mlp;
-        let post = self.act(&(resid_mid.matmul(&m.W_in) + &m.b_in));
-        let resid_post = resid_mid + post.matmul(&m.W_out) + &m.b_out;
-        resid_post.matmul(&self.unembed.W_U) + &self.unembed.b_U
+        let mlp_post = self.act(&(resid_mid.matmul(&m.W_in) + &m.b_in));
+        let resid_post = &resid_mid + mlp_post.matmul(&m.W_out) + &m.b_out;
+        let logits = resid_post.matmul(&self.unembed.W_U) + &self.unembed.b_U;
+        LastPosition { resid_mid, mlp_post, logits }
     }
+}
+
+/// What the last position computes, for a batch of inputs.
+pub struct LastPosition {
+    /// `blocks.{last}.hook_resid_mid` at the last position: `[batch, d_model]`.
+    pub resid_mid: Tensor,
+    /// `blocks.{last}.mlp.hook_post` at the last position: `[batch, d_mlp]`.
+    pub mlp_post: Tensor,
+    /// `[batch, d_vocab_out]`.
+    pub logits: Tensor,
 }
 
 /// `x · W + b` per head: `[..., d_model]` → `[..., head, d_head]`, one matmul for all heads.
