@@ -32,7 +32,7 @@ fi
 
 if [ "$want_notebooks" = 1 ]; then
   "$GROKLENS_VENV/bin/pip" install -q -r "$here/requirements-notebooks.txt"
-  if [ "$(evcxr_jupyter --version 2>/dev/null || true)" != "evcxr_jupyter 0.22.0" ]; then
+  if ! cargo install --list | grep -q "^evcxr_jupyter v0.22.0:"; then
     echo "setup: installing evcxr_jupyter 0.22.0 (about 8 minutes)"
     cargo install evcxr_jupyter --locked --version 0.22.0
   fi

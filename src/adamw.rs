@@ -29,6 +29,14 @@ impl AdamW {
         AdamW { params, exp_avg, exp_avg_sq, step: 0, lr, weight_decay, betas, eps: 1e-8 }
     }
 
+    /// Takes over another optimizer's moments and step count (one tensor per
+    /// parameter, in the order given to [`AdamW::new`]), to continue its run.
+    pub fn set_state(&mut self, exp_avg: Vec<Tensor>, exp_avg_sq: Vec<Tensor>, step: i32) {
+        assert_eq!(exp_avg.len(), self.params.len(), "one exp_avg per parameter");
+        assert_eq!(exp_avg_sq.len(), self.params.len(), "one exp_avg_sq per parameter");
+        (self.exp_avg, self.exp_avg_sq, self.step) = (exp_avg, exp_avg_sq, step);
+    }
+
     /// One update from the gradients the parameters hold; then clears them.
     pub fn step(&mut self) {
         self.step += 1;

@@ -8,12 +8,19 @@ pub mod adamw;
 pub mod config;
 pub mod device;
 pub mod error;
+pub mod fourier;
 pub mod hooks;
+pub mod measures;
 pub mod model;
+pub mod phases;
+pub mod plot;
 pub mod pth;
 pub mod run;
 pub mod task;
+mod token_tables;
 pub mod train;
+
+pub use tch;
 
 pub use config::{ActFn, ModelConfig, RunConfig, TrainConfig};
 pub use error::{Error, Result};

@@ -294,7 +294,7 @@ impl HookedTransformer {
         hooks.visit(&name("hook_resid_post"), resid_mid + mlp_out)
     }
 
-    fn act(&self, pre: &Tensor) -> Tensor {
+    pub(crate) fn act(&self, pre: &Tensor) -> Tensor {
         match self.cfg.act_fn {
             ActFn::Relu => pre.relu(),
             ActFn::Gelu => pre.gelu("none"),
@@ -329,13 +329,28 @@ impl HookedTransformer {
     /// Logits at the last position only, `[batch, d_vocab_out]`: the same numbers as
     /// `forward(tokens).select(1, -1)`. What the trainer uses.
     pub fn last_logits(&self, tokens: &Tensor) -> Tensor {
-        self.last_position(tokens).logits
+        match self.cfg.n_layers {
+            1 => self.last_position_from_tables(tokens, false).0,
+            _ => self.last_position_through_blocks(tokens).logits,
+        }
     }
 
     /// The last position's residual stream after attention, MLP activations and
     /// logits, for every input at once: the last block's queries, MLP and
     /// unembedding are computed at that position alone.
     pub fn last_position(&self, tokens: &Tensor) -> LastPosition {
+        match self.cfg.n_layers {
+            1 => {
+                let (logits, mlp_post, resid_mid) = self.last_position_from_tables(tokens, true);
+                LastPosition { resid_mid: resid_mid.expect("asked for"), mlp_post, logits }
+            }
+            _ => self.last_position_through_blocks(tokens),
+        }
+    }
+
+    /// [`HookedTransformer::last_position`] for any depth: every block before the last at
+    /// every position, the last block at the last position.
+    fn last_position_through_blocks(&self, tokens: &Tensor) -> LastPosition {
         let n_pos = tokens.size()[1];
         let d = self.cfg.d_model;
         let mut resid = self.embed.W_E.index_select(0, &tokens.flatten(0, 1)).view([-1, n_pos, d])
@@ -374,7 +389,7 @@ pub struct LastPosition {
 }
 
 /// `x · W + b` per head: `[..., d_model]` → `[..., head, d_head]`, one matmul for all heads.
-fn project(x: &Tensor, w: &Tensor, b: &Tensor) -> Tensor {
+pub(crate) fn project(x: &Tensor, w: &Tensor, b: &Tensor) -> Tensor {
     let (h, d, dh) = (w.size()[0], w.size()[1], w.size()[2]);
     let mut shape = x.size();
     shape.pop();

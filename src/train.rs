@@ -78,6 +78,11 @@ impl Trainer {
     pub fn model(&self) -> &HookedTransformer {
         &self.model
     }
+
+    /// The optimizer, its state over `model().trainable_parameters()` in that order.
+    pub fn optimizer_mut(&mut self) -> &mut AdamW {
+        &mut self.optimizer
+    }
 }
 
 /// What a training run reports as it goes.

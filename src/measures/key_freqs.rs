@@ -1,0 +1,139 @@
+//! Key frequencies, chosen from evidence by a written rule, and overridable.
+//!
+//! Two rules, each returning the set, the rule as a sentence, its threshold and the
+//! per-frequency evidence it looked at:
+//! * [`LogitRule`]: the frequencies that carry the logits' periodic part — taken in
+//!   decreasing |cos sim| until their squared cosine similarities reach a share (0.9) of
+//!   the sum over all frequencies, none below a multiple (10×) of the random-cube level.
+//! * [`NeuronRule`]: the frequencies that own a cluster of neurons — at least a share
+//!   (1%, and at least one) of the neurons have their best frequency there with a
+//!   fraction ≥ 0.85 of their energy (the a + b paper's criterion).
+
+use serde::Serialize;
+
+use super::ablation::Directions;
+use super::logits::{random_cube_level, LogitPeriodicity};
+use super::neurons::NeuronFreqNorm;
+use crate::fourier::View;
+
+/// A key-frequency set with the reason for it.
+#[derive(Clone, Debug, Serialize)]
+pub struct KeyFreqs {
+    pub view: View,
+    /// Ascending.
+    pub freqs: Vec<i64>,
+    /// How the set was chosen, in words, with the numbers used.
+    pub rule: String,
+    /// The rule's main threshold (NaN for a set typed by hand).
+    pub threshold: f64,
+    /// The score per frequency k (index k − 1) the rule looked at; empty for a set typed by hand.
+    pub evidence: Vec<f64>,
+}
+
+impl KeyFreqs {
+    /// A set typed by hand.
+    pub fn manual(view: View, freqs: &[i64]) -> Self {
+        let mut freqs = freqs.to_vec();
+        freqs.sort_unstable();
+        KeyFreqs { view, rule: format!("set by hand: {freqs:?}"), freqs, threshold: f64::NAN, evidence: vec![] }
+    }
+
+    /// This detection with the set replaced by hand, keeping the evidence.
+    pub fn overridden(&self, freqs: &[i64]) -> Self {
+        let mut freqs = freqs.to_vec();
+        freqs.sort_unstable();
+        KeyFreqs {
+            view: self.view,
+            rule: format!("set by hand to {freqs:?}; the rule had found {:?}: {}", self.freqs, self.rule),
+            freqs,
+            threshold: self.threshold,
+            evidence: self.evidence.clone(),
+        }
+    }
+
+    /// Both waves of each key frequency, in this set's view.
+    pub fn directions(&self) -> Directions {
+        Directions::new(self.view, &self.freqs)
+    }
+}
+
+/// Key frequencies from the logits' periodicity.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct LogitRule {
+    /// The share of Σ_k cos_sim_k² the set must reach.
+    pub share: f64,
+    /// No frequency with |cos sim| below this multiple of 1/√p³ (the random-cube level).
+    pub min_over_control: f64,
+}
+
+impl Default for LogitRule {
+    fn default() -> Self {
+        LogitRule { share: 0.9, min_over_control: 10.0 }
+    }
+}
+
+impl LogitRule {
+    pub fn detect(&self, periodicity: &LogitPeriodicity) -> KeyFreqs {
+        let cos = &periodicity.cos_sims;
+        let p = 2 * cos.len() as i64 + 1;
+        let floor = self.min_over_control * random_cube_level(p);
+        let total: f64 = cos.iter().map(|c| c * c).sum();
+        let mut order: Vec<usize> = (0..cos.len()).collect();
+        order.sort_by(|&i, &j| cos[j].abs().total_cmp(&cos[i].abs()));
+        let (mut freqs, mut reached) = (vec![], 0.0);
+        for i in order {
+            if reached >= self.share * total || cos[i].abs() < floor {
+                break;
+            }
+            freqs.push(i as i64 + 1);
+            reached += cos[i] * cos[i];
+        }
+        freqs.sort_unstable();
+        let rule = format!(
+            "{view} view: frequencies k taken in decreasing |cos sim| of the logits with the cube \
+             cos(2πk(s − c)/p) until their squared cos sims reach {share} of the sum over all k \
+             (that sum, the periodic share of ‖L‖², is {total:.4}; the set reaches {reached:.4}), \
+             none with |cos sim| below {min} × 1/√p³ = {floor:.2e} (the random-cube level)",
+            view = periodicity.view,
+            share = self.share,
+            min = self.min_over_control,
+        );
+        KeyFreqs { view: periodicity.view, freqs, rule, threshold: self.share, evidence: cos.clone() }
+    }
+}
+
+/// Key frequencies from the neuron clusters.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct NeuronRule {
+    /// The fraction of a neuron's energy its best frequency must explain.
+    pub min_frac: f64,
+    /// The share of all neurons a cluster must hold (and at least one neuron).
+    pub min_neuron_share: f64,
+}
+
+impl Default for NeuronRule {
+    fn default() -> Self {
+        NeuronRule { min_frac: 0.85, min_neuron_share: 0.01 }
+    }
+}
+
+impl NeuronRule {
+    pub fn detect(&self, freq_norm: &NeuronFreqNorm) -> KeyFreqs {
+        let n_neurons = freq_norm.max.len();
+        let min_neurons = ((self.min_neuron_share * n_neurons as f64).ceil() as usize).max(1);
+        let sizes = freq_norm.cluster_sizes(self.min_frac);
+        let freqs: Vec<i64> =
+            (sizes.iter().enumerate()).filter(|(_, &size)| size >= min_neurons).map(|(i, _)| i as i64 + 1).collect();
+        let clustered: usize = freqs.iter().map(|&k| sizes[k as usize - 1]).sum();
+        let rule = format!(
+            "{view} view: frequencies k that are the best frequency, with a fraction ≥ {min_frac} of the \
+             neuron's energy (neuron_freq_norm), of at least {min_neurons} of the {n_neurons} neurons \
+             ({share} of them, at least one); {clustered} neurons are in these clusters",
+            view = freq_norm.view,
+            min_frac = self.min_frac,
+            share = self.min_neuron_share,
+        );
+        let evidence = sizes.iter().map(|&s| s as f64).collect();
+        KeyFreqs { view: freq_norm.view, freqs, rule, threshold: self.min_frac, evidence }
+    }
+}

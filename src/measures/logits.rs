@@ -1,0 +1,150 @@
+//! Logit periodicity: how much of the logits L[a, b, c] is cos(2πk(s − c)/p).
+//!
+//! The seed builds, per frequency k, the unit-normalised cube
+//! C_k[a, b, c] = cos(2πk(s(a,b) − c)/p) and takes α_k = ⟨L, C_k⟩ (its `cos_coeffs`),
+//! the cosine similarity α_k/‖L‖ (`cos_sim`) and the residual fraction
+//! ‖L − Σ_k α_k C_k‖/‖L‖ (`residual_cos_sim`). Here no cube is built:
+//! cos θ(s − c) = cos θs cos θc + sin θs sin θc, so with L_s[s, c] = Σ_{(a,b): s(a,b)=s} L[a,b,c]
+//! (the logits summed over each class of s) and M = F L_s Fᵀ its 2-D transform,
+//! ⟨L, cos θ(s−c)⟩ = (p/2)(M[cos k, cos k] + M[sin k, sin k]). Since c runs over all of Z_p,
+//! ‖cos θ(s−c)‖² = p³/2 and the C_k are orthogonal across k in either view, so
+//! α_k = (M[cos k, cos k] + M[sin k, sin k]) / √(2p) and the residual² = ‖L‖² − Σ_k α_k².
+
+use serde::Serialize;
+use tch::{Device, Kind, Tensor};
+
+use super::{check_all_inputs, f64_cpu, to_vec};
+use crate::error::{Error, Result};
+use crate::fourier::{fourier_basis, transform_2d, FourierBasis, View};
+use crate::task::Task;
+
+/// The seed's logit periodicity measures for one model, in one view.
+#[derive(Clone, Debug, Serialize)]
+pub struct LogitPeriodicity {
+    pub view: View,
+    /// α_k = ⟨L, C_k⟩ for k = 1..=(p−1)/2 (index k − 1): the seed's `cos_coeffs`.
+    pub coefficients: Vec<f64>,
+    /// α_k / ‖L‖: the seed's `cos_sim`.
+    pub cos_sims: Vec<f64>,
+    /// ‖L‖ over all p³ entries.
+    pub logit_norm: f64,
+}
+
+impl LogitPeriodicity {
+    /// ‖L − Σ_{k∈K} α_k C_k‖ / ‖L‖ = √(1 − Σ_{k∈K} cos_sim_k²) for the key set K
+    /// (every frequency gives the seed's `residual_cos_sim`). Frequencies out of range are ignored.
+    pub fn residual(&self, key_freqs: &[i64]) -> f64 {
+        residual_fraction(&self.cos_sims, key_freqs)
+    }
+
+    /// The seed's residual, over every frequency.
+    pub fn residual_all(&self) -> f64 {
+        let all: Vec<i64> = (1..=self.cos_sims.len() as i64).collect();
+        self.residual(&all)
+    }
+}
+
+pub(crate) fn residual_fraction(cos_sims: &[f64], key_freqs: &[i64]) -> f64 {
+    let explained: f64 =
+        cos_sims.iter().enumerate().filter(|(i, _)| key_freqs.contains(&(*i as i64 + 1))).map(|(_, c)| c * c).sum();
+    (1.0 - explained).max(0.0).sqrt()
+}
+
+/// The logit periodicity of `logits` (`[p², p]`, all inputs a-major) in `view`.
+pub fn logit_periodicity(task: &Task, view: View, logits: &Tensor) -> Result<LogitPeriodicity> {
+    check_all_inputs(logits, task, "logits")?;
+    let basis = fourier_basis(task.p)?;
+    let sums = Tensor::from_slice(&view.sums(task));
+    periodicity_with(&basis, view, &sums, &f64_cpu(logits))
+}
+
+/// [`logit_periodicity`] with the basis and the view's sums (`[p²]` int64) at hand.
+pub(crate) fn periodicity_with(
+    basis: &FourierBasis,
+    view: View,
+    sums: &Tensor,
+    logits: &Tensor,
+) -> Result<LogitPeriodicity> {
+    let p = basis.p;
+    let by_sum = Tensor::zeros([p, p], (Kind::Double, Device::Cpu)).index_add(0, sums, logits); // [p (s), p (c)]
+    let m = transform_2d(&basis.basis, &by_sum.unsqueeze(-1), &basis.basis).squeeze_dim(-1);
+    let diag = m.diagonal(0, 0, 1);
+    let cos_rows = Tensor::from_slice(&basis.freqs().iter().map(|&k| FourierBasis::cos_row(k)).collect::<Vec<_>>());
+    let sin_rows = Tensor::from_slice(&basis.freqs().iter().map(|&k| FourierBasis::sin_row(k)).collect::<Vec<_>>());
+    let alpha = (diag.index_select(0, &cos_rows) + diag.index_select(0, &sin_rows)) / (2.0 * p as f64).sqrt();
+    let logit_norm = logits.norm().double_value(&[]);
+    if logit_norm == 0.0 {
+        return Err(Error::config("the logits are all zero: their periodicity is undefined"));
+    }
+    let coefficients = to_vec(&alpha)?;
+    let cos_sims = coefficients.iter().map(|a| a / logit_norm).collect();
+    Ok(LogitPeriodicity { view, coefficients, cos_sims, logit_norm })
+}
+
+/// The seed's control: the cosine similarity of the logits with a cube of N(0, 1)
+/// noise, ⟨L, R⟩/(‖L‖‖R‖). The noise is drawn one value at a time from a generator
+/// seeded by `seed` (no p³ tensor, and torch's global generator is left alone).
+pub fn random_cube_cos_sim(logits: &Tensor, seed: u64) -> Result<f64> {
+    let values = to_vec(logits)?;
+    let mut noise = Gaussian::new(seed);
+    let (mut dot, mut noise_sq, mut logit_sq) = (0.0, 0.0, 0.0);
+    for v in values {
+        let r = noise.next();
+        dot += v * r;
+        noise_sq += r * r;
+        logit_sq += v * v;
+    }
+    Ok(dot / (noise_sq.sqrt() * logit_sq.sqrt()))
+}
+
+/// The typical size of [`random_cube_cos_sim`]: for any fixed L, ⟨L/‖L‖, R⟩ is N(0, 1)
+/// and ‖R‖ ≈ √(p³), so the control is about 1/√(p³) (≈ 0.00083 for p = 113).
+pub fn random_cube_level(p: i64) -> f64 {
+    (p as f64).powf(-1.5)
+}
+
+/// N(0, 1) by Box–Muller on SplitMix64.
+struct Gaussian {
+    state: u64,
+    spare: Option<f64>,
+}
+
+impl Gaussian {
+    fn new(seed: u64) -> Self {
+        Gaussian { state: seed, spare: None }
+    }
+
+    fn uniform(&mut self) -> f64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        ((z >> 11) as f64 + 0.5) / (1u64 << 53) as f64 // in (0, 1)
+    }
+
+    fn next(&mut self) -> f64 {
+        if let Some(z) = self.spare.take() {
+            return z;
+        }
+        let (u, v) = (self.uniform(), self.uniform());
+        let radius = (-2.0 * u.ln()).sqrt();
+        let angle = 2.0 * std::f64::consts::PI * v;
+        self.spare = Some(radius * angle.sin());
+        radius * angle.cos()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gaussian_has_unit_variance() {
+        let mut g = Gaussian::new(7);
+        let xs: Vec<f64> = (0..200_000).map(|_| g.next()).collect();
+        let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+        let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / xs.len() as f64;
+        assert!(mean.abs() < 0.01 && (var - 1.0).abs() < 0.01, "mean {mean} var {var}");
+    }
+}

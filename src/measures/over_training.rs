@@ -1,0 +1,187 @@
+//! The measures over training: one pass over a run's checkpoints, each model loaded,
+//! run once over all p² inputs and dropped.
+//!
+//! What a key set does not change is computed in the pass: losses, accuracies, weight
+//! norm, Gini coefficients, the embedding's sine/cosine split and class collapse, and per
+//! view the logit periodicity. What it does change (residual, excluded and restricted
+//! loss) is recomputed on demand from small per-checkpoint parts ([`LogitParts`]: the
+//! training logits as float32 and two p × p matrices), so a new key set costs no forward
+//! pass. Memory: about n_checkpoints × n_train × p × 4 bytes (433 MB for the seed's 250
+//! checkpoints), in one tensor per checkpoint.
+
+use serde::Serialize;
+use tch::{Device, Tensor};
+
+use super::ablation::{Ablation, Directions, LogitParts, Subset};
+use super::logits::{periodicity_with, residual_fraction};
+use super::weights::{
+    accuracy, class_collapse, embed_fourier_norms, gini, logit_map_fourier_norms, sin_cos_energy, weight_norm,
+    SinCosEnergy,
+};
+use super::{all_inputs, f64_cpu};
+use crate::error::{Error, Result};
+use crate::fourier::{fourier_basis, View};
+use crate::model::HookedTransformer;
+use crate::run::Run;
+use crate::task::{Split, Task};
+use crate::train::loss_fn;
+
+/// Per-checkpoint series of one view.
+#[derive(Clone, Debug, Serialize)]
+pub struct ViewSeries {
+    pub view: View,
+    /// `[n_checkpoints][(p−1)/2]`: α_k, the seed's `cos_coeffs`.
+    pub coefficients: Vec<Vec<f64>>,
+    /// `[n_checkpoints][(p−1)/2]`: α_k/‖L‖, the seed's `cos_sim`.
+    pub cos_sims: Vec<Vec<f64>>,
+    /// ‖L‖.
+    pub logit_norm: Vec<f64>,
+    /// The seed's `residual_cos_sim` (every frequency).
+    pub residual_all: Vec<f64>,
+    /// Gini coefficient of the embedding's Fourier norms in this view.
+    pub gini_embed: Vec<f64>,
+    /// Constant / sine / cosine split of the embedding's Fourier energy in this view.
+    pub sin_cos_energy: Vec<SinCosEnergy>,
+}
+
+/// The series that depend on a key set.
+#[derive(Clone, Debug, Serialize)]
+pub struct KeyedSeries {
+    pub directions: Directions,
+    /// ‖L − Σ_{k∈K} α_k C_k‖/‖L‖.
+    pub residual: Vec<f64>,
+    /// Training loss with the key directions projected out of the neurons.
+    pub excluded_loss: Vec<f64>,
+    /// Test loss with only the key directions (and the mean) kept.
+    pub restricted_loss: Vec<f64>,
+}
+
+/// Every measure over a run's checkpoints.
+#[derive(Serialize)]
+pub struct OverTraining {
+    pub task: Task,
+    /// The checkpoint epochs (0-based, as the seed counts).
+    pub epochs: Vec<i64>,
+    /// The checkpoint model's own losses and accuracies (float64 `loss_fn`).
+    pub train_loss: Vec<f64>,
+    pub test_loss: Vec<f64>,
+    pub train_accuracy: Vec<f64>,
+    pub test_accuracy: Vec<f64>,
+    /// Total sum of squared weights.
+    pub weight_norm: Vec<f64>,
+    /// Gini coefficient of the Fourier norms of W_out W_U (view-independent).
+    pub gini_logit_map: Vec<f64>,
+    /// Within-class share of the embedding's variance, classes of g.
+    pub class_collapse: Vec<f64>,
+    /// Standard view, then task view.
+    pub views: [ViewSeries; 2],
+    #[serde(skip)]
+    ablation: Ablation,
+    #[serde(skip)]
+    parts: Vec<LogitParts>,
+}
+
+impl OverTraining {
+    /// Every checkpoint of a run folder, each model run on `device`.
+    pub fn from_run(run: &Run, device: Device) -> Result<Self> {
+        if run.checkpoint_epochs.is_empty() {
+            return Err(Error::format(format!("{} has no checkpoints", run.dir.display())));
+        }
+        Self::compute(&run.config.task, &run.split, &run.checkpoint_epochs, |epoch| run.checkpoint(epoch, device))
+    }
+
+    /// The measures of the models `load(epoch)` for each epoch, in order.
+    pub fn compute(
+        task: &Task,
+        split: &Split,
+        epochs: &[i64],
+        mut load: impl FnMut(i64) -> Result<HookedTransformer>,
+    ) -> Result<Self> {
+        let basis = fourier_basis(task.p)?;
+        let ablation = Ablation::new(task, split)?;
+        let sums = View::BOTH.map(|view| Tensor::from_slice(&view.sums(task)));
+        let labels = task.labels();
+        let (train, test) = (split.train_tensor(), split.test_tensor());
+        let mut out = OverTraining {
+            task: *task,
+            epochs: epochs.to_vec(),
+            train_loss: vec![],
+            test_loss: vec![],
+            train_accuracy: vec![],
+            test_accuracy: vec![],
+            weight_norm: vec![],
+            gini_logit_map: vec![],
+            class_collapse: vec![],
+            views: View::BOTH.map(|view| ViewSeries {
+                view,
+                coefficients: vec![],
+                cos_sims: vec![],
+                logit_norm: vec![],
+                residual_all: vec![],
+                gini_embed: vec![],
+                sin_cos_energy: vec![],
+            }),
+            ablation,
+            parts: vec![],
+        };
+        for &epoch in epochs {
+            let model = load(epoch)?;
+            let acts = all_inputs(&model, task);
+            let logits = f64_cpu(&acts.logits);
+            out.train_loss
+                .push(loss_fn(&logits.index_select(0, &train), &labels.index_select(0, &train)).double_value(&[]));
+            out.test_loss
+                .push(loss_fn(&logits.index_select(0, &test), &labels.index_select(0, &test)).double_value(&[]));
+            out.train_accuracy.push(accuracy(&logits, &labels, &split.train));
+            out.test_accuracy.push(accuracy(&logits, &labels, &split.test));
+            out.weight_norm.push(weight_norm(&model));
+            out.gini_logit_map.push(gini(&logit_map_fourier_norms(&model)?));
+            out.class_collapse.push(class_collapse(&model, task)?);
+            for (series, sums) in out.views.iter_mut().zip(&sums) {
+                let periodicity = periodicity_with(&basis, series.view, sums, &logits)?;
+                series.residual_all.push(periodicity.residual_all());
+                series.coefficients.push(periodicity.coefficients);
+                series.cos_sims.push(periodicity.cos_sims);
+                series.logit_norm.push(periodicity.logit_norm);
+                series.gini_embed.push(gini(&embed_fourier_norms(&model, task, series.view)?));
+                series.sin_cos_energy.push(sin_cos_energy(&model, task, series.view)?);
+            }
+            out.parts.push(out.ablation.parts(&model, &acts)?);
+        }
+        Ok(out)
+    }
+
+    pub fn view(&self, view: View) -> &ViewSeries {
+        &self.views[View::BOTH.iter().position(|&v| v == view).expect("BOTH lists every view")]
+    }
+
+    /// ‖L − Σ_{k∈K} α_k C_k‖/‖L‖ per checkpoint.
+    pub fn residual(&self, view: View, key_freqs: &[i64]) -> Vec<f64> {
+        self.view(view).cos_sims.iter().map(|c| residual_fraction(c, key_freqs)).collect()
+    }
+
+    /// The excluded loss per checkpoint (see [`Ablation::excluded_loss`]).
+    pub fn excluded_loss(&self, dirs: &Directions) -> Result<Vec<f64>> {
+        self.ablation.excluded_loss(&self.parts, dirs)
+    }
+
+    /// The seed's buggy excluded loss per checkpoint (see [`Ablation::excluded_loss_seed_buggy`]).
+    pub fn excluded_loss_seed_buggy(&self, view: View, key_freqs: &[i64]) -> Result<Vec<f64>> {
+        self.ablation.excluded_loss_seed_buggy(&self.parts, view, key_freqs)
+    }
+
+    /// The restricted loss per checkpoint on `subset` (see [`Ablation::restricted_loss`]).
+    pub fn restricted_loss(&self, dirs: &Directions, subset: Subset) -> Result<Vec<f64>> {
+        self.ablation.restricted_loss(&self.parts, dirs, subset)
+    }
+
+    /// Residual, excluded loss and restricted loss (test set) for one key set.
+    pub fn keyed(&self, dirs: &Directions) -> Result<KeyedSeries> {
+        Ok(KeyedSeries {
+            directions: dirs.clone(),
+            residual: self.residual(dirs.view, &dirs.key_freqs),
+            excluded_loss: self.excluded_loss(dirs)?,
+            restricted_loss: self.restricted_loss(dirs, Subset::Test)?,
+        })
+    }
+}

@@ -1,0 +1,54 @@
+//! Rounding numbers before they are written, so that charts (and notebooks) stay small.
+
+use serde_json::Value;
+
+use super::Matrix;
+
+/// Significant digits kept in drawn values.
+const DIGITS: i32 = 4;
+
+/// A JSON number printed as short as possible: integral values without `.0`,
+/// non-finite values as `null` (a gap).
+pub(crate) fn num(v: f64) -> Value {
+    if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e15 {
+        Value::from(v as i64)
+    } else {
+        Value::from(v)
+    }
+}
+
+/// `v` rounded to a multiple of `10^e`; dividing by an exact power of ten keeps the
+/// result the double nearest to the decimal, which serde_json prints in full.
+fn round_pow10(v: f64, e: i32) -> f64 {
+    if e < 0 {
+        let s = 10f64.powi(-e);
+        (v * s).round() / s
+    } else {
+        let s = 10f64.powi(e);
+        (v / s).round() * s
+    }
+}
+
+fn exponent(v: f64) -> i32 {
+    v.abs().log10().floor() as i32
+}
+
+/// Each value to [`DIGITS`] significant digits (safe on log axes).
+pub(crate) fn sig(values: &[f64]) -> Value {
+    let round = |v: f64| {
+        if v.is_finite() && v != 0.0 {
+            round_pow10(v, exponent(v) - (DIGITS - 1))
+        } else {
+            v
+        }
+    };
+    values.iter().map(|&v| num(round(v))).collect()
+}
+
+/// Every value to [`DIGITS`] digits of the matrix's largest |value|: a colour scale
+/// cannot show finer steps, and small values shrink to a few characters.
+pub(crate) fn rel(m: &Matrix) -> Value {
+    let max = m.max_abs();
+    let e = if max > 0.0 { exponent(max) - (DIGITS - 1) } else { 0 };
+    m.iter_rows().map(|row| row.iter().map(|&v| num(round_pow10(v, e))).collect::<Value>()).collect()
+}
