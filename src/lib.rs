@@ -10,6 +10,7 @@ pub mod device;
 pub mod error;
 pub mod fourier;
 pub mod hooks;
+pub mod import;
 pub mod measures;
 pub mod model;
 pub mod phases;

@@ -157,8 +157,7 @@ pub fn detect_phases(curves: &PhaseCurves, rule: &PhaseRule) -> Phases {
             ]);
             if fall >= rule.min_fall_decades {
                 let start_level = hi - rule.fall_start * fall;
-                let c =
-                    log_test.iter().filter(|&&(e, v)| e >= e_hi && e <= e_lo && v >= start_level).last().map(|p| p.0);
+                let c = log_test.iter().rfind(|&&(e, v)| e >= e_hi && e <= e_lo && v >= start_level).map(|p| p.0);
                 let end_level = lo + (1.0 - rule.fall_end) * fall;
                 let k = c.and_then(|c| log_test.iter().find(|&&(e, v)| e > c && v <= end_level).map(|p| p.0));
                 circuit_formation_end = c;

@@ -33,7 +33,6 @@ use crate::error::{Error, Result};
 use crate::fourier::{waves, View};
 use crate::model::{HookedTransformer, LastPosition};
 use crate::task::{Split, Task};
-use crate::train::loss_fn;
 
 /// Which waves of s an ablation uses for each key frequency.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +81,10 @@ struct SumClasses {
     sums: Tensor,
     /// N_s: `[p]` float64.
     counts: Tensor,
+    /// s of the training inputs: `[n_train]` int64.
+    train_sums: Tensor,
+    /// How many training inputs have sum s and label c: `[p, p]` float64.
+    train_cells: Tensor,
 }
 
 /// What the task and the split fix for every ablation.
@@ -94,10 +97,18 @@ pub struct Ablation {
     classes: [SumClasses; 2],
 }
 
+/// How many of the inputs `indices` have sum s and label c: `[p, p]` float64.
+fn cell_counts(sums: &Tensor, labels: &Tensor, indices: &Tensor, p: i64) -> Tensor {
+    let cells = sums.index_select(0, indices) * p + labels.index_select(0, indices);
+    cells.bincount(None::<Tensor>, p * p).to_kind(Kind::Double).view([p, p])
+}
+
 /// What one model fixes for every ablation, whatever the key set.
 pub struct LogitParts {
     /// The model's logits on the training inputs, as it computed them: `[n_train, p]`.
     train_logits: Tensor,
+    /// The mean over the training inputs of the correct label's logit.
+    train_correct: f64,
     /// The mean logits over all p² inputs: `[p]` float64.
     mean_logits: Tensor,
     /// Per view (standard, task), Z = A_s W_out W_U: `[p, p]` float64.
@@ -114,13 +125,14 @@ fn slot(view: View) -> usize {
 impl Ablation {
     pub fn new(task: &Task, split: &Split) -> Result<Self> {
         split.validate(task.n_pairs())?;
+        let labels = task.labels();
+        let train = split.train_tensor();
         let classes = View::BOTH.map(|view| {
             let sums = Tensor::from_slice(&view.sums(task));
             let counts = sums.bincount(None::<Tensor>, task.p).to_kind(Kind::Double);
-            SumClasses { sums, counts }
+            let train_cells = cell_counts(&sums, &labels, &train, task.p);
+            SumClasses { train_sums: sums.index_select(0, &train), counts, train_cells, sums }
         });
-        let labels = task.labels();
-        let train = split.train_tensor();
         Ok(Ablation {
             task: *task,
             split: split.clone(),
@@ -136,14 +148,16 @@ impl Ablation {
         check_all_inputs(&acts.logits, &self.task, "logits")?;
         check_all_inputs(&acts.mlp_post, &self.task, "mlp_post")?;
         let logits = acts.logits.detach().to_device(Device::Cpu);
-        let mlp = f64_cpu(&acts.mlp_post);
+        let mlp = acts.mlp_post.detach().to_device(Device::Cpu);
         let w = w_logit(model);
-        let p = self.task.p;
-        let by_sum = |c: &SumClasses| {
-            Tensor::zeros([p, mlp.size()[1]], (Kind::Double, Device::Cpu)).index_add(0, &c.sums, &mlp).matmul(&w)
-        };
+        // Summed in the activations' own precision (float32 from the forward), then float64.
+        let zeros = Tensor::zeros([self.task.p, mlp.size()[1]], (mlp.kind(), Device::Cpu));
+        let by_sum = |c: &SumClasses| f64_cpu(&zeros.index_add(0, &c.sums, &mlp)).matmul(&w);
+        let train_logits = logits.index_select(0, &self.train);
+        let correct = f64_cpu(&train_logits).gather(1, &self.train_labels.unsqueeze(1), false);
         Ok(LogitParts {
-            train_logits: logits.index_select(0, &self.train),
+            train_correct: correct.mean(Kind::Double).double_value(&[]),
+            train_logits,
             mean_logits: logits.to_kind(Kind::Double).mean_dim(0, false, Kind::Double),
             mlp_by_sum: [by_sum(&self.classes[0]), by_sum(&self.classes[1])],
         })
@@ -180,9 +194,7 @@ impl Ablation {
         };
         let indices = Tensor::from_slice(&indices);
         let p = self.task.p;
-        // W[s, c]: how many inputs of the subset have sum s and label c.
-        let cells = classes.sums.index_select(0, &indices) * p + self.labels.index_select(0, &indices);
-        let weights = cells.bincount(None::<Tensor>, p * p).to_kind(Kind::Double).view([p, p]);
+        let weights = cell_counts(&classes.sums, &self.labels, &indices, p);
         let n = indices.size()[0] as f64;
         Ok(parts
             .iter()
@@ -196,11 +208,15 @@ impl Ablation {
             .collect())
     }
 
+    /// The float64 `loss_fn` of logits − D[s] on the training inputs, as
+    /// mean(logsumexp(logits − D[s])) − mean(correct logit) + mean(D[s, label]).
     fn excluded_with(&self, part: &LogitParts, view: View, r: &Tensor) -> f64 {
         let classes = &self.classes[slot(view)];
         let d = r.matmul(&part.mlp_by_sum[slot(view)]);
-        let removed = d.index_select(0, &classes.sums.index_select(0, &self.train));
-        loss_fn(&(part.train_logits.to_kind(Kind::Double) - removed), &self.train_labels).double_value(&[])
+        let excluded = part.train_logits.to_kind(Kind::Double) - d.index_select(0, &classes.train_sums);
+        let log_norm = excluded.logsumexp([1], false).mean(Kind::Double).double_value(&[]);
+        let n = classes.train_sums.size()[0] as f64;
+        log_norm - part.train_correct + (d * &classes.train_cells).sum(Kind::Double).double_value(&[]) / n
     }
 
     /// R = Φ (Φᵀ diag(N) Φ)⁺ Φᵀ: `[p, p]`, D = R Z.

@@ -63,18 +63,20 @@ pub fn logit_map_fourier_norms(model: &HookedTransformer) -> Result<Vec<f64>> {
 
 /// The total sum of squared weights over every parameter.
 pub fn weight_norm(model: &HookedTransformer) -> f64 {
-    model.named_parameters().iter().map(|(_, t)| f64_cpu(t).square().sum(Kind::Double).double_value(&[])).sum()
+    model.named_parameters().iter().map(|(_, t)| t.detach().square().sum(Kind::Double).double_value(&[])).sum()
 }
 
-/// The fraction of `indices` (rows of the all-inputs `logits`) whose arg-max is the label.
+/// The fraction of `indices` (rows of `logits` and `labels`) whose arg-max logit is the label.
 pub fn accuracy(logits: &Tensor, labels: &Tensor, indices: &[i64]) -> f64 {
     if indices.is_empty() {
         return f64::NAN;
     }
-    let index = Tensor::from_slice(indices).to_device(logits.device());
-    let predicted = logits.index_select(0, &index).argmax(-1, false);
-    let labels = labels.to_device(logits.device()).index_select(0, &index);
-    predicted.eq_tensor(&labels).to_kind(Kind::Double).mean(Kind::Double).double_value(&[])
+    let correct = logits.argmax(-1, false).eq_tensor(&labels.to_device(logits.device()));
+    correct
+        .index_select(0, &Tensor::from_slice(indices).to_device(logits.device()))
+        .to_kind(Kind::Double)
+        .mean(Kind::Double)
+        .double_value(&[])
 }
 
 /// How the energy of the Fourier-basis embedding F_x W_E[:-1] splits between the

@@ -5,9 +5,10 @@ Run from the repository root, in the venv of tests/golden/requirements.txt:
 
     python tests/golden/make_measures_golden.py
 
-The model is tests/data/golden/tiny_after100.safetensors (the `tiny` config of
-make_golden.py: p = 11, (a^2 + b^3) mod 11, 1 layer, d_mlp 32, after 100 epochs), loaded
-into a TransformerLens HookedTransformer. The seed's cells are copied below with the
+Two models of the `tiny` config of make_golden.py (p = 11, (a^2 + b^3) mod 11, 1 layer,
+d_mlp 32), loaded into a TransformerLens HookedTransformer: tests/data/golden/tiny_after100.safetensors
+(100 epochs, little structure yet) and tests/data/measures/tiny_trained.safetensors, the
+same init trained here for 3000 epochs by the seed's own loop (saved by this script). The seed's cells are copied below with the
 only changes needed to run them here: p = 11 instead of 113, the CPU instead of CUDA,
 and key_freqs = list(range(1, p // 2 + 1)) -- "every frequency", which is exactly what
 the seed's `key_freqs = list(range(1, 57))` is for p = 113.
@@ -21,7 +22,9 @@ here the plain, slow way, to check the fast Rust versions against:
     for the logit coefficients, and a least-squares projection (torch.linalg.lstsq over
     the p^2 inputs) for the excluded loss.
 
-Writes tests/data/measures/tiny_measures.json. CPU, one thread: deterministic.
+Writes tests/data/measures/tiny_measures.json (sections `after100` and `trained`; the
+seed's NaN for a dead neuron is written as null) and tiny_trained.safetensors. CPU, one
+thread, deterministic algorithms.
 """
 import json
 import os
@@ -30,7 +33,7 @@ import einops
 import numpy as np
 import torch
 from fancy_einsum import einsum
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from transformer_lens import HookedTransformer
 
 import make_golden
@@ -38,6 +41,7 @@ import make_golden
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GOLDEN = os.path.join(ROOT, "tests", "data", "golden")
 OUT = os.path.join(ROOT, "tests", "data", "measures", "tiny_measures.json")
+TRAINED = os.path.join(ROOT, "tests", "data", "measures", "tiny_trained.safetensors")
 
 
 def seed_fourier_basis(p):
@@ -204,29 +208,31 @@ def f(t):
 
 
 def lst(t):
-    return t.detach().to(torch.float64).tolist()
+    """A nested list of floats, NaN (the seed's 0/0 for a dead neuron) as null."""
+    def clean(x):
+        return [clean(y) for y in x] if isinstance(x, list) else (None if x != x else x)
+    return clean(t.detach().to(torch.float64).tolist())
 
 
-def main():
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    with open(os.path.join(GOLDEN, "tiny_golden.json")) as fh:
-        g = json.load(fh)
-    p, m, n = g["p"], g["m"], g["n"]
-    c = dict(p=p, n_layers=1, n_heads=g["config"]["n_heads"], d_model=g["config"]["d_model"],
-             d_head=g["config"]["d_head"], d_mlp=g["config"]["d_mlp"], seed=g["model_seed"])
-    model = HookedTransformer(make_golden.make_cfg(c))
-    state = load_file(os.path.join(GOLDEN, "tiny_after100.safetensors"))
-    model.load_state_dict(state, strict=False)
-    model.eval()
-    dataset, labels, train_indices, test_indices = make_golden.make_data(p, m, n, g["frac_train"], g["data_seed"])
-    assert train_indices.tolist() == g["train_indices"]
+def train_seed_loop(model, train_data, train_labels, epochs):
+    """The seed's training loop (cell In [27]), biases frozen, full batch."""
+    for name, param in model.named_parameters():
+        if "b_" in name:
+            param.requires_grad = False
+    optimizer = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad],
+                                  lr=1e-3, weight_decay=1.0, betas=(0.9, 0.98))
+    for _ in range(epochs):
+        train_loss = make_golden.loss_fn(model(train_data), train_labels)
+        train_loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return model
+
+
+def measures(model, p, m, n, dataset, labels, train_indices, test_indices):
     train_labels, test_labels = labels[train_indices], labels[test_indices]
-
     key_freqs = list(range(1, p // 2 + 1))  # the seed's "every frequency"
-    two = [2, 4]
-    out = {"p": p, "m": m, "n": n, "model": "tests/data/golden/tiny_after100.safetensors",
-           "key_freqs_seed": key_freqs, "key_freqs_two": two}
+    out = {}
     with torch.no_grad():
         fourier_basis, names = seed_fourier_basis(p)
         out["fourier_basis"] = lst(fourier_basis)
@@ -244,25 +250,55 @@ def main():
         out["cos_sim"] = lst(cos_sim)
         out["residual_cos_sim"] = f(residual)
 
-        for name, keys in [("seed", key_freqs), ("two", two)]:
+        for name, keys in [("seed", key_freqs), ("two", TWO)]:
             out[f"excluded_loss_seed_buggy_{name}"] = f(seed_excluded_loss_buggy(model, dataset, p, keys, train_indices, train_labels))
             out[f"excluded_loss_once_{name}"] = f(excluded_loss_once(model, dataset, p, keys, train_indices, train_labels))
             out[f"excluded_loss_once_cos_{name}"] = f(excluded_loss_once(model, dataset, p, keys, train_indices, train_labels, sines=False))
             out[f"restricted_loss_{name}"] = f(restricted_loss_demo(model, dataset, p, keys, test_indices, test_labels))
             out[f"task_excluded_loss_{name}"] = f(task_view_excluded_loss(model, dataset, p, m, n, keys, train_indices, train_labels))
         out["train_loss"] = f(make_golden.loss_fn(original_logits[train_indices], train_labels))
+        out["test_loss"] = f(make_golden.loss_fn(original_logits[test_indices], test_labels))
 
         coeffs, sims = task_view_cube_coeffs(original_logits[:, -1], p, m, n)
         out["task_cos_coeffs"] = lst(coeffs)
         out["task_cos_sim"] = lst(sims)
+    return out
+
+
+TWO = [2, 4]
+TRAINED_EPOCHS = 3000
+
+
+def main():
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    with open(os.path.join(GOLDEN, "tiny_golden.json")) as fh:
+        g = json.load(fh)
+    p, m, n = g["p"], g["m"], g["n"]
+    c = dict(p=p, n_layers=1, n_heads=g["config"]["n_heads"], d_model=g["config"]["d_model"],
+             d_head=g["config"]["d_head"], d_mlp=g["config"]["d_mlp"], seed=g["model_seed"])
+    dataset, labels, train_indices, test_indices = make_golden.make_data(p, m, n, g["frac_train"], g["data_seed"])
+    assert train_indices.tolist() == g["train_indices"]
+    out = {"p": p, "m": m, "n": n, "key_freqs_two": TWO}
+
+    model = HookedTransformer(make_golden.make_cfg(c))
+    model.load_state_dict(load_file(os.path.join(GOLDEN, "tiny_after100.safetensors")), strict=False)
+    out["after100"] = measures(model, p, m, n, dataset, labels, train_indices, test_indices)
+
+    # A model with structure to find: the tiny init trained on by the seed's loop.
+    model = HookedTransformer(make_golden.make_cfg(c))
+    model.load_state_dict(load_file(os.path.join(GOLDEN, "tiny_init.safetensors")), strict=False)
+    train_seed_loop(model, dataset[train_indices], labels[train_indices], TRAINED_EPOCHS)
+    save_file(make_golden.tensors_for_file(model.state_dict()), TRAINED)
+    out["trained"] = measures(model, p, m, n, dataset, labels, train_indices, test_indices)
+    out["trained"]["epochs"] = TRAINED_EPOCHS
 
     out["versions"] = {"torch": torch.__version__, "numpy": np.__version__}
     out["command"] = "python tests/golden/make_measures_golden.py"
-    os.makedirs(os.path.dirname(OUT), exist_ok=True)
     with open(OUT, "w") as fh:
         json.dump(out, fh, indent=1)
         fh.write("\n")
-    print(f"wrote {OUT}")
+    print(f"wrote {OUT} and {TRAINED}")
 
 
 if __name__ == "__main__":
