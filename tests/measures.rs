@@ -467,10 +467,14 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, f64, f64) {
 }
 
 /// The seed's size: p = 113, d_mlp 512, 250 checkpoints (random weights: the cost does
-/// not depend on them). Run with `cargo test --release --test measures -- --ignored --nocapture`.
+/// not depend on them). Run with `cargo test --release --test measures -- --ignored --nocapture`;
+/// `GROKLENS_THREADS=1` sets libtorch's intra-op threads first (much faster on a busy machine).
 #[test]
 #[ignore]
 fn timing_of_a_seed_sized_run() {
+    if let Ok(n) = std::env::var("GROKLENS_THREADS") {
+        tch::set_num_threads(n.parse().expect("GROKLENS_THREADS is a number"));
+    }
     let dir = tempfile::tempdir().unwrap();
     let config = RunConfig::seed();
     let split = Split::seeded(config.task.n_pairs(), 0.3, 598).unwrap();
