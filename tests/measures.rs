@@ -510,3 +510,78 @@ fn timing_of_a_seed_sized_run() {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("load average after: {}", load.trim());
 }
+
+/// Prints the analysis of a run folder: `GROKLENS_RUN=runs/x cargo test --release --test
+/// measures summary -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn summary_of_a_run_folder() {
+    let Ok(dir) = std::env::var("GROKLENS_RUN") else { return };
+    if let Ok(n) = std::env::var("GROKLENS_THREADS") {
+        tch::set_num_threads(n.parse().expect("GROKLENS_THREADS is a number"));
+    }
+    let run = Run::load(&dir).unwrap();
+    let task = run.config.task;
+    let (series, wall, cpu) = timed(|| OverTraining::from_run(&run, Device::Cpu).unwrap());
+    println!("{}: {} checkpoints in {wall:.1} s wall, {cpu:.1} s CPU", task.describe(), series.epochs.len());
+    let last = series.epochs.len() - 1;
+    let model = run.final_model(Device::Cpu).unwrap();
+    let acts = all_inputs(&model, &task);
+    println!(
+        "final: train loss {:.3e} test loss {:.3e} accuracy {:.4}/{:.4}; class collapse {:.4}; random-cube level {:.2e}",
+        series.train_loss[last],
+        series.test_loss[last],
+        series.train_accuracy[last],
+        series.test_accuracy[last],
+        series.class_collapse[last],
+        random_cube_level(task.p)
+    );
+    for view in View::BOTH {
+        let v = series.view(view);
+        let periodicity = logit_periodicity(&task, view, &acts.logits).unwrap();
+        let mut top: Vec<(usize, f64)> = periodicity.cos_sims.iter().copied().enumerate().collect();
+        top.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
+        let top: Vec<String> = top.iter().take(6).map(|(i, c)| format!("{}:{c:.4}", i + 1)).collect();
+        println!("[{view}] top cos sims {}; residual (all k) {:.4}", top.join(" "), v.residual_all[last]);
+        println!("[{view}] embedding energy {:?}; gini embed {:.3}", v.sin_cos_energy[last], v.gini_embed[last]);
+        let by_logits = LogitRule::default().detect(&periodicity);
+        let freq_norm = neuron_freq_norm(&task, view, &acts.mlp_post).unwrap();
+        let by_neurons = NeuronRule::default().detect(&freq_norm);
+        let mut maxima = freq_norm.max.clone();
+        maxima.sort_by(f64::total_cmp);
+        let q = |f: f64| maxima[((maxima.len() - 1) as f64 * f) as usize];
+        println!(
+            "[{view}] neuron max fraction quantiles 10/50/90/100%: {:.3} {:.3} {:.3} {:.3}",
+            q(0.1),
+            q(0.5),
+            q(0.9),
+            q(1.0)
+        );
+        println!("[{view}] key freqs by logits {:?}: {}", by_logits.freqs, by_logits.rule);
+        println!("[{view}] key freqs by neurons {:?}: {}", by_neurons.freqs, by_neurons.rule);
+        let keyed = series.keyed(&by_logits.directions()).unwrap();
+        let cos = series.excluded_loss(&by_logits.directions().cos_only()).unwrap();
+        let buggy = series.excluded_loss_seed_buggy(view, &by_logits.freqs).unwrap();
+        for i in (0..series.epochs.len()).step_by((series.epochs.len() / 8).max(1)).chain([last]) {
+            println!(
+                "  epoch {:>6}: train {:.2e} test {:.2e} excluded {:.3e} (cos only {:.3e}, seed's {:.3e}) restricted {:.3e} residual {:.3} |W|² {:.1}",
+                series.epochs[i],
+                series.train_loss[i],
+                series.test_loss[i],
+                keyed.excluded_loss[i],
+                cos[i],
+                buggy[i],
+                keyed.restricted_loss[i],
+                keyed.residual[i],
+                series.weight_norm[i]
+            );
+        }
+    }
+    let keys = LogitRule::default().detect(&series.view(View::Task).at(last));
+    let curves = series.phase_curves(&run.train_losses, &run.test_losses, &keys.directions()).unwrap();
+    let phases = detect_phases(&curves, &PhaseRule::default());
+    println!(
+        "phases {:?} {:?} {:?}; evidence {:?}",
+        phases.memorisation_end, phases.circuit_formation_end, phases.cleanup_end, phases.evidence
+    );
+}

@@ -125,10 +125,12 @@ impl NeuronRule {
         let freqs: Vec<i64> =
             (sizes.iter().enumerate()).filter(|(_, &size)| size >= min_neurons).map(|(i, _)| i as i64 + 1).collect();
         let clustered: usize = freqs.iter().map(|&k| sizes[k as usize - 1]).sum();
+        let highest = freq_norm.max.iter().copied().fold(0.0, f64::max);
         let rule = format!(
             "{view} view: frequencies k that are the best frequency, with a fraction ≥ {min_frac} of the \
              neuron's energy (neuron_freq_norm), of at least {min_neurons} of the {n_neurons} neurons \
-             ({share} of them, at least one); {clustered} neurons are in these clusters",
+             ({share} of them, at least one); {clustered} neurons are in these clusters, and the highest \
+             fraction of any neuron is {highest:.3}",
             view = freq_norm.view,
             min_frac = self.min_frac,
             share = self.min_neuron_share,

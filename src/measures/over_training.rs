@@ -13,7 +13,7 @@ use serde::Serialize;
 use tch::{Device, Tensor};
 
 use super::ablation::{Ablation, Directions, LogitParts, Subset};
-use super::logits::{periodicity_with, residual_fraction};
+use super::logits::{periodicity_with, residual_fraction, LogitPeriodicity};
 use super::weights::{
     accuracy, class_collapse, embed_fourier_norms, gini, logit_map_fourier_norms, sin_cos_energy, weight_norm,
     SinCosEnergy,
@@ -22,6 +22,7 @@ use super::{all_inputs, f64_cpu};
 use crate::error::{Error, Result};
 use crate::fourier::{fourier_basis, View};
 use crate::model::HookedTransformer;
+use crate::phases::{Curve, PhaseCurves};
 use crate::run::Run;
 use crate::task::{Split, Task};
 use crate::train::loss_fn;
@@ -42,6 +43,19 @@ pub struct ViewSeries {
     pub gini_embed: Vec<f64>,
     /// Constant / sine / cosine split of the embedding's Fourier energy in this view.
     pub sin_cos_energy: Vec<SinCosEnergy>,
+}
+
+impl ViewSeries {
+    /// The logit periodicity at one checkpoint (by position in the series), for
+    /// detecting key frequencies without running the model again.
+    pub fn at(&self, checkpoint: usize) -> LogitPeriodicity {
+        LogitPeriodicity {
+            view: self.view,
+            coefficients: self.coefficients[checkpoint].clone(),
+            cos_sims: self.cos_sims[checkpoint].clone(),
+            logit_norm: self.logit_norm[checkpoint],
+        }
+    }
 }
 
 /// The series that depend on a key set.
@@ -173,6 +187,23 @@ impl OverTraining {
     /// The restricted loss per checkpoint on `subset` (see [`Ablation::restricted_loss`]).
     pub fn restricted_loss(&self, dirs: &Directions, subset: Subset) -> Result<Vec<f64>> {
         self.ablation.restricted_loss(&self.parts, dirs, subset)
+    }
+
+    /// The curves [`crate::phases::detect_phases`] reads: the per-epoch losses where
+    /// given (a run's `train_losses` and `test_losses`; else the checkpoints' own), and
+    /// per checkpoint the excluded loss, the restricted loss (test set) and the weight norm.
+    pub fn phase_curves(&self, train_losses: &[f64], test_losses: &[f64], dirs: &Directions) -> Result<PhaseCurves> {
+        let losses = |per_epoch: &[f64], own: &[f64]| match per_epoch.is_empty() {
+            true => Curve::new(&self.epochs, own),
+            false => Curve::per_epoch(per_epoch),
+        };
+        Ok(PhaseCurves {
+            train_loss: losses(train_losses, &self.train_loss)?,
+            test_loss: losses(test_losses, &self.test_loss)?,
+            excluded_loss: Some(Curve::new(&self.epochs, &self.excluded_loss(dirs)?)?),
+            restricted_loss: Some(Curve::new(&self.epochs, &self.restricted_loss(dirs, Subset::Test)?)?),
+            weight_norm: Some(Curve::new(&self.epochs, &self.weight_norm)?),
+        })
     }
 
     /// Residual, excluded loss and restricted loss (test set) for one key set.
