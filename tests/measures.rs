@@ -335,6 +335,24 @@ fn task_view_neuron_picture_averages_classes_and_skips_missing_values() {
     assert!(norm.max.iter().all(|m| (0.0..=1.0 + 1e-9).contains(m)));
 }
 
+#[test]
+fn a_constant_g_leaves_every_task_view_measure_finite() {
+    // g(a) = 0·a: one class of a, and u takes a single value.
+    let task = Task { p: 11, g: groklens::Term { coeff: 0, power: 1 }, h: groklens::Term::power(3) };
+    let model = tiny_model("measures/tiny_trained.safetensors");
+    let acts = all_inputs(&model, &task);
+    let norm = neuron_freq_norm(&task, View::Task, &acts.mlp_post).unwrap();
+    assert!(norm.max.iter().all(|m| m.is_finite() && (0.0..=1.0 + 1e-9).contains(m)), "{:?}", norm.max);
+    let split = tiny_split();
+    for keys in [&[1][..], &[1, 2, 3, 4, 5]] {
+        let dirs = Directions::new(View::Task, keys);
+        assert!(excluded_loss(&model, &acts, &task, &split, &dirs).unwrap().is_finite());
+        assert!(restricted_loss(&model, &acts, &task, &split, &dirs, Subset::Test).unwrap().is_finite());
+    }
+    assert!(logit_periodicity(&task, View::Task, &acts.logits).unwrap().residual_all().is_finite());
+    assert!(class_collapse(&model, &task).unwrap().is_finite());
+}
+
 fn golden_models_as_a_run(dir: &std::path::Path) -> Run {
     let task = tiny_task();
     let config = RunConfig {

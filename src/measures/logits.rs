@@ -53,6 +53,9 @@ pub(crate) fn residual_fraction(cos_sims: &[f64], key_freqs: &[i64]) -> f64 {
 /// The logit periodicity of `logits` (`[p², p]`, all inputs a-major) in `view`.
 pub fn logit_periodicity(task: &Task, view: View, logits: &Tensor) -> Result<LogitPeriodicity> {
     check_all_inputs(logits, task, "logits")?;
+    if logits.size()[1] != task.p {
+        return Err(Error::config(format!("logits must have p = {} columns, got {:?}", task.p, logits.size())));
+    }
     let basis = fourier_basis(task.p)?;
     let sums = Tensor::from_slice(&view.sums(task));
     periodicity_with(&basis, view, &sums, &f64_cpu(logits))

@@ -3,8 +3,9 @@
 //!
 //! Every measure reads the last position (the `=` token) over all p² inputs, listed
 //! a-major as [`Task::dataset`] does ([`all_inputs`]), and computes in float64 on the CPU.
-//! Nothing here builds a p³ tensor: sums over (a, b) of functions of the view's sum s
-//! first add up the inputs within each class of s (p classes), then work on p × p.
+//! Nothing here builds a tensor bigger than the logits (p² × p): sums over (a, b) of
+//! functions of the view's sum s first add up the inputs within each class of s
+//! (p classes), then work on p × p.
 
 pub mod ablation;
 pub mod key_freqs;
