@@ -5,6 +5,7 @@
 //! (a folder on disk) → analysis → charts.
 
 pub mod adamw;
+pub mod analysis;
 pub mod config;
 pub mod device;
 pub mod error;
@@ -16,6 +17,7 @@ pub mod model;
 pub mod phases;
 pub mod plot;
 pub mod pth;
+pub mod report;
 pub mod run;
 pub mod task;
 mod token_tables;

@@ -113,11 +113,17 @@ impl RunWriter {
     }
 
     fn write_atomic(&self, name: &str, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-        let path = self.dir.join(name);
-        let partial = self.dir.join(format!("{name}.partial"));
-        write(&partial)?;
-        fs::rename(&partial, &path).map_err(|e| Error::io(&path, e))
+        write_atomic(&self.dir, name, write)
     }
+}
+
+/// Writes `dir/name` whole: `write` fills a `.partial` sibling, which is then renamed
+/// into place, so a reader never sees half a file.
+pub fn write_atomic(dir: &Path, name: &str, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let path = dir.join(name);
+    let partial = dir.join(format!("{name}.partial"));
+    write(&partial)?;
+    fs::rename(&partial, &path).map_err(|e| Error::io(&path, e))
 }
 
 impl Observer for RunWriter {

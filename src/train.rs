@@ -158,7 +158,7 @@ impl Progress {
 
     fn checkpoint(&self, epoch: i64, train_loss: f64, test_loss: f64) {
         if self.0.is_none() {
-            eprintln!("Epoch {epoch} Train Loss {train_loss} Test Loss {test_loss}");
+            eprintln!("Epoch {epoch} Train Loss {train_loss:?} Test Loss {test_loss:?}");
         }
     }
 

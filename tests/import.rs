@@ -36,17 +36,15 @@ fn expected_first_checkpoint(file: &str, key: &str) -> Vec<f32> {
 #[test]
 fn reads_the_grokking_demo_pth() {
     let file = "demo_small.pth";
-    {
-        let history = read_history(&fixture(file), Task::power_sum(7, 1, 1)).unwrap();
-        assert_eq!(history.config.model.d_model, 8, "{file}");
-        assert_eq!(history.config.model.n_heads, 2, "{file}");
-        assert_eq!(history.checkpoint_epochs.len(), 3, "{file}");
-        assert_eq!(history.split.train.len() + history.split.test.len(), 49, "{file}");
-        assert_eq!(history.train_losses.len(), history.test_losses.len(), "{file}");
-        let model = history.checkpoint(history.checkpoint_epochs[0], Device::Cpu).unwrap();
-        let ours = Vec::<f32>::try_from(model.embed.W_E.flatten(0, -1)).unwrap();
-        assert_eq!(ours, expected_first_checkpoint(file, "embed.W_E"), "{file}");
-    }
+    let history = read_history(&fixture(file), Task::power_sum(7, 1, 1)).unwrap();
+    assert_eq!(history.config.model.d_model, 8, "{file}");
+    assert_eq!(history.config.model.n_heads, 2, "{file}");
+    assert_eq!(history.checkpoint_epochs.len(), 3, "{file}");
+    assert_eq!(history.split.train.len() + history.split.test.len(), 49, "{file}");
+    assert_eq!(history.train_losses.len(), history.test_losses.len(), "{file}");
+    let model = history.checkpoint(history.checkpoint_epochs[0], Device::Cpu).unwrap();
+    let ours = Vec::<f32>::try_from(model.embed.W_E.flatten(0, -1)).unwrap();
+    assert_eq!(ours, expected_first_checkpoint(file, "embed.W_E"), "{file}");
 }
 
 /// That fixture pickles its config as a dataclass object and saves no split: the

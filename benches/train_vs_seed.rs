@@ -1,0 +1,117 @@
+//! groklens's training loop against the seed's (benches/seed_loop.py, TransformerLens),
+//! side by side in one run, alternating, on the same machine:
+//!
+//!     bash scripts/setup.sh --reference && source scripts/env.sh
+//!     cargo bench --bench train_vs_seed -- [--device cpu|cuda] [--epochs 40] [--rounds 3]
+//!
+//! Prints seconds per epoch of each (seed config, test loss every epoch, start-up
+//! excluded), their ratio, and the physical floor: the FLOPs of groklens's
+//! formulation per epoch over the rate this machine's libtorch reaches on the
+//! largest of its matmuls.
+
+use std::process::Command;
+use std::time::Instant;
+
+use groklens::device::parse_device;
+use groklens::train::Trainer;
+use groklens::{HookedTransformer, RunConfig, Split};
+use tch::{Device, Kind, Tensor};
+
+fn arg(name: &str, default: &str) -> String {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| default.to_string())
+}
+
+fn synchronize(device: Device) {
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
+
+/// The seed's loop, in a fresh Python process: its own s/epoch, start-up excluded.
+fn seed_seconds_per_epoch(device: &str, epochs: i64) -> f64 {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/seed_loop.py");
+    let out = Command::new("python").args([script, device, &epochs.to_string()]).output().expect("python runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let found = text.split_whitespace().find_map(|w| w.strip_prefix("s/epoch=")).and_then(|v| v.parse().ok());
+    found.unwrap_or_else(|| {
+        panic!(
+            "seed_loop.py printed no s/epoch (is TransformerLens installed? scripts/setup.sh --reference):\n{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn groklens_seconds_per_epoch(cfg: &RunConfig, split: &Split, device: Device, epochs: i64) -> f64 {
+    let model = HookedTransformer::new(&cfg.model, device).expect("seed config");
+    let mut trainer = Trainer::new(cfg, &model, split);
+    trainer.step(); // warm-up
+    synchronize(device);
+    let start = Instant::now();
+    for _ in 0..epochs {
+        trainer.step();
+    }
+    synchronize(device);
+    start.elapsed().as_secs_f64() / epochs as f64
+}
+
+/// GFLOP/s of a `[m, k] × [k, n]` float32 matmul on `device`.
+fn matmul_rate(m: i64, k: i64, n: i64, device: Device) -> f64 {
+    let (a, b) = (Tensor::randn([m, k], (Kind::Float, device)), Tensor::randn([k, n], (Kind::Float, device)));
+    let _ = a.matmul(&b);
+    synchronize(device);
+    let reps = 20;
+    let start = Instant::now();
+    for _ in 0..reps {
+        let _ = a.matmul(&b);
+    }
+    synchronize(device);
+    2.0 * (m * k * n) as f64 * reps as f64 / start.elapsed().as_secs_f64() / 1e9
+}
+
+fn main() {
+    let device_name = arg("--device", "cpu");
+    let epochs: i64 = arg("--epochs", "40").parse().expect("--epochs N");
+    let rounds: usize = arg("--rounds", "3").parse().expect("--rounds N");
+    let device = parse_device(&device_name).unwrap_or_else(|e| panic!("{e}"));
+    let cfg = RunConfig::seed();
+    let split = Split::seeded(cfg.task.n_pairs(), cfg.train.frac_train, cfg.train.data_seed).expect("seed split");
+
+    let (mut ours, mut seeds) = (vec![], vec![]);
+    for round in 1..=rounds {
+        let seed = seed_seconds_per_epoch(&device_name, epochs);
+        let mine = groklens_seconds_per_epoch(&cfg, &split, device, epochs);
+        println!("round {round}: seed loop {seed:.4} s/epoch, groklens {mine:.4} s/epoch, ratio {:.1}×", seed / mine);
+        seeds.push(seed);
+        ours.push(mine);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (seed, mine) = (median(&mut seeds), median(&mut ours));
+    println!(
+        "median over {rounds} rounds of {epochs} epochs on {device_name}: seed loop {seed:.4} s/epoch, groklens {mine:.4} s/epoch, ratio {:.1}× (25,000 epochs: {:.0} s vs {:.0} s)",
+        seed / mine,
+        seed * 25_000.0,
+        mine * 25_000.0
+    );
+
+    // The floor: groklens's matmuls per epoch (the MLP-to-logit product dominates;
+    // forward on train and test, two backward products on train) at the rate of that product.
+    let (n_train, n_test) = (split.train.len() as f64, split.test.len() as f64);
+    let m = &cfg.model;
+    let (d_mlp, d_out) = (m.d_mlp as f64, m.d_vocab_out as f64);
+    let flops = 2.0 * d_mlp * d_out * (3.0 * n_train + n_test);
+    let rate = matmul_rate(split.train.len() as i64, m.d_mlp, m.d_vocab_out, device);
+    println!(
+        "floor: {:.2} GFLOP/epoch at {rate:.0} GFLOP/s ([{}, {}]×[{}, {}] matmul) = {:.4} s/epoch; groklens is at {:.1}× the floor",
+        flops / 1e9,
+        split.train.len(),
+        m.d_mlp,
+        m.d_mlp,
+        m.d_vocab_out,
+        flops / 1e9 / rate,
+        mine / (flops / 1e9 / rate)
+    );
+}

@@ -1,0 +1,222 @@
+//! The whole analysis of a trained model's history, as `groklens analyze` writes it to
+//! `analysis.json`: the final model's measures in both views, the key frequencies and
+//! phases with the rules that found them, and every measure over training.
+
+use serde::Serialize;
+use tch::Device;
+
+use crate::error::{Error, Result};
+use crate::fourier::View;
+use crate::import::History;
+use crate::measures::{KeyFreqs, LogitRule, OverTraining, SinCosEnergy, Subset};
+use crate::phases::{detect_phases, Curve, PhaseCurves, PhaseRule, Phases};
+
+/// What the user may fix by hand instead of detecting.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// Key frequencies for both views.
+    pub key_freqs: Option<Vec<i64>>,
+    /// Memorisation end, circuit formation end, clean-up end.
+    pub phases: Option<[i64; 3]>,
+}
+
+#[derive(Serialize)]
+pub struct PerView<T> {
+    pub standard: T,
+    pub task: T,
+}
+
+impl<T> PerView<T> {
+    fn new(mut f: impl FnMut(View) -> Result<T>) -> Result<Self> {
+        Ok(PerView { standard: f(View::Standard)?, task: f(View::Task)? })
+    }
+}
+
+#[derive(Serialize)]
+pub struct EmbeddingFourier {
+    pub sin_energy: f64,
+    pub cos_energy: f64,
+    pub const_energy: f64,
+}
+
+impl From<SinCosEnergy> for EmbeddingFourier {
+    fn from(e: SinCosEnergy) -> Self {
+        EmbeddingFourier { sin_energy: e.sin, cos_energy: e.cos, const_energy: e.constant }
+    }
+}
+
+/// The last checkpoint's measures.
+#[derive(Serialize)]
+pub struct Final {
+    pub epoch: i64,
+    /// Cosine similarity of the logits with the cube of each frequency 1..(p−1)/2.
+    pub logit_cos_sim: PerView<Vec<f64>>,
+    /// ‖L − Σ_{key} α_k C_k‖ / ‖L‖ over each view's key frequencies.
+    pub residual_fraction: PerView<f64>,
+    /// How F·W_E's energy splits between constant, sine and cosine rows (standard view).
+    pub embedding_fourier: EmbeddingFourier,
+    /// Within-class share of W_E's variance, classes of equal g(a).
+    pub class_collapse: f64,
+    pub train_accuracy: f64,
+    pub test_accuracy: f64,
+}
+
+#[derive(Serialize)]
+pub struct KeyFrequencies {
+    pub standard: Vec<i64>,
+    pub task: Vec<i64>,
+    pub rule: String,
+    /// The score per frequency each set was chosen from (index k − 1).
+    pub evidence: PerView<Vec<f64>>,
+}
+
+#[derive(Serialize)]
+pub struct PhaseEpochs {
+    pub memorization_end: Option<i64>,
+    pub circuit_formation_end: Option<i64>,
+    pub cleanup_end: Option<i64>,
+    pub rule: String,
+    pub evidence: Vec<(String, f64)>,
+}
+
+/// Per checkpoint. The excluded and restricted losses use the task view's key frequencies.
+#[derive(Serialize)]
+pub struct Series {
+    pub epochs: Vec<i64>,
+    pub train_loss: Vec<f64>,
+    pub test_loss: Vec<f64>,
+    pub train_accuracy: Vec<f64>,
+    pub test_accuracy: Vec<f64>,
+    pub excluded_loss: Vec<f64>,
+    pub restricted_loss: Vec<f64>,
+    /// Gini coefficient of the Fourier norms of W_E (standard view, the paper's).
+    pub gini_embedding: Vec<f64>,
+    pub gini_embedding_task: Vec<f64>,
+    pub gini_logit_map: Vec<f64>,
+    pub weight_norm: Vec<f64>,
+    pub class_collapse: Vec<f64>,
+    pub residual_fraction: PerView<Vec<f64>>,
+}
+
+#[derive(Serialize)]
+pub struct Analysis {
+    pub task: String,
+    #[serde(rename = "final")]
+    pub final_: Final,
+    pub key_frequencies: KeyFrequencies,
+    pub phases: PhaseEpochs,
+    pub over_training: Series,
+    /// Per-epoch losses of the training run (empty where the input has none).
+    pub train_losses: Vec<f64>,
+    pub test_losses: Vec<f64>,
+    #[serde(skip)]
+    pub measures: OverTraining,
+    #[serde(skip)]
+    pub keys: PerView<KeyFreqs>,
+    #[serde(skip)]
+    pub phase_lines: Vec<i64>,
+}
+
+/// Measures every checkpoint of `history` once, then detects (or takes) key
+/// frequencies and phases and derives the rest from cached parts.
+pub fn analyze(history: &History, overrides: &Overrides, device: Device) -> Result<Analysis> {
+    let task = history.config.task;
+    let epochs = &history.checkpoint_epochs;
+    if epochs.is_empty() {
+        return Err(Error::format("nothing to analyse: no checkpoints"));
+    }
+    let measures = OverTraining::compute(&task, &history.split, epochs, |e| history.checkpoint(e, device))?;
+    let last = epochs.len() - 1;
+
+    let keys = PerView::new(|view| {
+        let series = measures.view(view);
+        let periodicity = crate::measures::LogitPeriodicity {
+            view,
+            coefficients: series.coefficients[last].clone(),
+            cos_sims: series.cos_sims[last].clone(),
+            logit_norm: series.logit_norm[last],
+        };
+        let detected = LogitRule::default().detect(&periodicity);
+        Ok(match &overrides.key_freqs {
+            Some(freqs) => detected.overridden(freqs),
+            None => detected,
+        })
+    })?;
+    let task_dirs = keys.task.directions();
+    let excluded_loss = measures.excluded_loss(&task_dirs)?;
+    let restricted_loss = measures.restricted_loss(&task_dirs, Subset::Test)?;
+    let residual = PerView::new(|view| {
+        let key = if view == View::Task { &keys.task } else { &keys.standard };
+        Ok(measures.residual(view, &key.freqs))
+    })?;
+
+    let phases = match overrides.phases {
+        Some([m, c, k]) => Phases::manual(m, c, k),
+        None => {
+            let (train_curve, test_curve) = if history.train_losses.is_empty() {
+                (Curve::new(epochs, &measures.train_loss)?, Curve::new(epochs, &measures.test_loss)?)
+            } else {
+                (Curve::per_epoch(&history.train_losses)?, Curve::per_epoch(&history.test_losses)?)
+            };
+            let curves = PhaseCurves {
+                train_loss: train_curve,
+                test_loss: test_curve,
+                excluded_loss: Some(Curve::new(epochs, &excluded_loss)?),
+                restricted_loss: Some(Curve::new(epochs, &restricted_loss)?),
+                weight_norm: Some(Curve::new(epochs, &measures.weight_norm)?),
+            };
+            detect_phases(&curves, &PhaseRule::default())
+        }
+    };
+
+    let standard = measures.view(View::Standard);
+    let final_ = Final {
+        epoch: epochs[last],
+        logit_cos_sim: PerView::new(|view| Ok(measures.view(view).cos_sims[last].clone()))?,
+        residual_fraction: PerView { standard: residual.standard[last], task: residual.task[last] },
+        embedding_fourier: standard.sin_cos_energy[last].into(),
+        class_collapse: measures.class_collapse[last],
+        train_accuracy: measures.train_accuracy[last],
+        test_accuracy: measures.test_accuracy[last],
+    };
+    let key_frequencies = KeyFrequencies {
+        standard: keys.standard.freqs.clone(),
+        task: keys.task.freqs.clone(),
+        rule: keys.task.rule.clone(),
+        evidence: PerView { standard: keys.standard.evidence.clone(), task: keys.task.evidence.clone() },
+    };
+    let over_training = Series {
+        epochs: epochs.clone(),
+        train_loss: measures.train_loss.clone(),
+        test_loss: measures.test_loss.clone(),
+        train_accuracy: measures.train_accuracy.clone(),
+        test_accuracy: measures.test_accuracy.clone(),
+        excluded_loss,
+        restricted_loss,
+        gini_embedding: standard.gini_embed.clone(),
+        gini_embedding_task: measures.view(View::Task).gini_embed.clone(),
+        gini_logit_map: measures.gini_logit_map.clone(),
+        weight_norm: measures.weight_norm.clone(),
+        class_collapse: measures.class_collapse.clone(),
+        residual_fraction: residual,
+    };
+    let phase_lines = phases.lines();
+    Ok(Analysis {
+        task: task.describe(),
+        final_,
+        key_frequencies,
+        phases: PhaseEpochs {
+            memorization_end: phases.memorisation_end,
+            circuit_formation_end: phases.circuit_formation_end,
+            cleanup_end: phases.cleanup_end,
+            rule: phases.rule,
+            evidence: phases.evidence,
+        },
+        over_training,
+        train_losses: history.train_losses.clone(),
+        test_losses: history.test_losses.clone(),
+        measures,
+        keys,
+        phase_lines,
+    })
+}

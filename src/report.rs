@@ -1,0 +1,120 @@
+//! `report.html`: every chart of an [`Analysis`] on one self-contained page.
+
+use std::path::Path;
+
+use crate::analysis::Analysis;
+use crate::error::{Error, Result};
+use crate::plot::{line, write_html, Figure};
+
+/// The report's charts, in reading order.
+pub fn figures(a: &Analysis) -> Vec<Figure> {
+    let s = &a.over_training;
+    let lines = &a.phase_lines;
+    let freqs: Vec<i64> = (1..=a.final_.logit_cos_sim.task.len() as i64).collect();
+    let mut figs = Vec::new();
+    if !a.train_losses.is_empty() {
+        let stride = (a.train_losses.len() / 1000).max(1);
+        let every = |v: &[f64]| v.iter().step_by(stride).copied().collect::<Vec<f64>>();
+        let epochs: Vec<i64> = (0..a.train_losses.len() as i64).step_by(stride).collect();
+        figs.push(
+            line(&[every(&a.train_losses), every(&a.test_losses)])
+                .x(&epochs)
+                .labels(["train", "test"])
+                .title(format!("Training curve: {}", a.task))
+                .xaxis("Epoch")
+                .yaxis("Loss")
+                .log_y(true)
+                .toggle_x()
+                .toggle_y()
+                .phase_lines(lines),
+        );
+    }
+    figs.push(
+        line(&[&s.train_loss, &s.test_loss, &s.excluded_loss, &s.restricted_loss])
+            .x(&s.epochs)
+            .labels(["train", "test", "excluded (task-view key freqs)", "restricted (test)"])
+            .title("Excluded and restricted loss")
+            .xaxis("Epoch")
+            .yaxis("Loss")
+            .log_y(true)
+            .toggle_x()
+            .toggle_y()
+            .phase_lines(lines),
+    );
+    figs.push(
+        line(&[&a.final_.logit_cos_sim.standard, &a.final_.logit_cos_sim.task])
+            .x(&freqs)
+            .labels(["a + b (seed's view)", "g(a) + h(b) (task view)"])
+            .title("Final logits: cosine similarity per frequency (evidence for the key frequencies)")
+            .xaxis("Frequency")
+            .yaxis("Cosine Sim"),
+    );
+    let task_series = a.measures.view(crate::fourier::View::Task);
+    let key_lines: Vec<Vec<f64>> = a
+        .key_frequencies
+        .task
+        .iter()
+        .map(|&k| task_series.cos_sims.iter().map(|row| row[k as usize - 1]).collect())
+        .collect();
+    if !key_lines.is_empty() {
+        figs.push(
+            line(&key_lines)
+                .x(&s.epochs)
+                .labels(a.key_frequencies.task.iter().map(|k| format!("Freq {k}")))
+                .title("Cosine sim of the logits with each key frequency (task view)")
+                .xaxis("Epoch")
+                .yaxis("Cosine Sim")
+                .phase_lines(lines),
+        );
+    }
+    figs.push(
+        line(&[&s.residual_fraction.standard, &s.residual_fraction.task])
+            .x(&s.epochs)
+            .labels(["a + b view", "task view"])
+            .title("Residual fraction of the logits over the key frequencies")
+            .xaxis("Epoch")
+            .yaxis("Residual fraction")
+            .phase_lines(lines),
+    );
+    figs.push(
+        line(&[&s.gini_embedding, &s.gini_embedding_task, &s.gini_logit_map])
+            .x(&s.epochs)
+            .labels(["W_E (a + b view)", "W_E (task view)", "W_out·W_U"])
+            .title("Gini coefficient of Fourier norms")
+            .xaxis("Epoch")
+            .yaxis("Gini")
+            .phase_lines(lines),
+    );
+    figs.push(
+        line(&s.weight_norm)
+            .x(&s.epochs)
+            .title("Total sum of squared weights")
+            .xaxis("Epoch")
+            .yaxis("Σ w²")
+            .phase_lines(lines),
+    );
+    figs.push(
+        line(&[&s.train_accuracy, &s.test_accuracy])
+            .x(&s.epochs)
+            .labels(["train", "test"])
+            .title("Accuracy")
+            .xaxis("Epoch")
+            .yaxis("Accuracy")
+            .phase_lines(lines),
+    );
+    figs.push(
+        line(&s.class_collapse)
+            .x(&s.epochs)
+            .title("Class collapse: within-class share of W_E's variance (classes of equal g(a))")
+            .xaxis("Epoch")
+            .yaxis("Within-class share")
+            .phase_lines(lines),
+    );
+    figs
+}
+
+/// Writes the report page.
+pub fn write_report(path: &Path, analysis: &Analysis) -> Result<()> {
+    write_html(path, &figures(analysis), &format!("groklens analysis: {}", analysis.task))
+        .map_err(|e| Error::io(path, e))
+}
