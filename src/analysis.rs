@@ -129,14 +129,7 @@ pub fn analyze(history: &History, overrides: &Overrides, device: Device) -> Resu
     let last = epochs.len() - 1;
 
     let keys = PerView::new(|view| {
-        let series = measures.view(view);
-        let periodicity = crate::measures::LogitPeriodicity {
-            view,
-            coefficients: series.coefficients[last].clone(),
-            cos_sims: series.cos_sims[last].clone(),
-            logit_norm: series.logit_norm[last],
-        };
-        let detected = LogitRule::default().detect(&periodicity);
+        let detected = LogitRule::default().detect(&measures.view(view).at(last));
         Ok(match &overrides.key_freqs {
             Some(freqs) => detected.overridden(freqs),
             None => detected,

@@ -27,7 +27,7 @@ pub struct History {
 }
 
 enum Source {
-    Folder(Run),
+    Folder(Box<Run>),
     StateDicts(Vec<Vec<(String, Tensor)>>),
 }
 
@@ -60,7 +60,7 @@ pub fn read_history(input: &Path, task: Task) -> Result<History> {
             train_losses: run.train_losses.clone(),
             test_losses: run.test_losses.clone(),
             checkpoint_epochs: run.checkpoint_epochs.clone(),
-            source: Source::Folder(run),
+            source: Source::Folder(Box::new(run)),
         });
     }
     if !input.is_file() {

@@ -30,7 +30,7 @@ pub fn figures(a: &Analysis) -> Vec<Figure> {
         );
     }
     figs.push(
-        line(&[&s.train_loss, &s.test_loss, &s.excluded_loss, &s.restricted_loss])
+        line([&s.train_loss, &s.test_loss, &s.excluded_loss, &s.restricted_loss])
             .x(&s.epochs)
             .labels(["train", "test", "excluded (task-view key freqs)", "restricted (test)"])
             .title("Excluded and restricted loss")
@@ -42,7 +42,7 @@ pub fn figures(a: &Analysis) -> Vec<Figure> {
             .phase_lines(lines),
     );
     figs.push(
-        line(&[&a.final_.logit_cos_sim.standard, &a.final_.logit_cos_sim.task])
+        line([&a.final_.logit_cos_sim.standard, &a.final_.logit_cos_sim.task])
             .x(&freqs)
             .labels(["a + b (seed's view)", "g(a) + h(b) (task view)"])
             .title("Final logits: cosine similarity per frequency (evidence for the key frequencies)")
@@ -68,7 +68,7 @@ pub fn figures(a: &Analysis) -> Vec<Figure> {
         );
     }
     figs.push(
-        line(&[&s.residual_fraction.standard, &s.residual_fraction.task])
+        line([&s.residual_fraction.standard, &s.residual_fraction.task])
             .x(&s.epochs)
             .labels(["a + b view", "task view"])
             .title("Residual fraction of the logits over the key frequencies")
@@ -77,7 +77,7 @@ pub fn figures(a: &Analysis) -> Vec<Figure> {
             .phase_lines(lines),
     );
     figs.push(
-        line(&[&s.gini_embedding, &s.gini_embedding_task, &s.gini_logit_map])
+        line([&s.gini_embedding, &s.gini_embedding_task, &s.gini_logit_map])
             .x(&s.epochs)
             .labels(["W_E (a + b view)", "W_E (task view)", "W_out·W_U"])
             .title("Gini coefficient of Fourier norms")
@@ -94,7 +94,7 @@ pub fn figures(a: &Analysis) -> Vec<Figure> {
             .phase_lines(lines),
     );
     figs.push(
-        line(&[&s.train_accuracy, &s.test_accuracy])
+        line([&s.train_accuracy, &s.test_accuracy])
             .x(&s.epochs)
             .labels(["train", "test"])
             .title("Accuracy")

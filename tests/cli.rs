@@ -186,3 +186,58 @@ fn init_from_gives_the_same_start_as_the_file() {
         assert!(t.equal(s), "{name} differs");
     }
 }
+
+#[test]
+fn analyzes_a_run_into_json_and_an_offline_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    assert!(run_with(&run, &["--p", "11"]).status.success());
+    let out = tmp.path().join("analysis");
+    let output = groklens(&["analyze", run.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let a: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("analysis.json")).unwrap()).unwrap();
+    for view in ["standard", "task"] {
+        assert_eq!(a["final"]["logit_cos_sim"][view].as_array().unwrap().len(), 5, "{view}");
+        assert!(a["final"]["residual_fraction"][view].is_f64(), "{view}");
+        assert!(a["key_frequencies"][view].is_array(), "{view}");
+    }
+    for key in ["sin_energy", "cos_energy", "const_energy"] {
+        assert!(a["final"]["embedding_fourier"][key].is_f64(), "{key}");
+    }
+    assert!(a["final"]["class_collapse"].is_f64());
+    assert!(a["key_frequencies"]["rule"].is_string());
+    for key in ["memorization_end", "circuit_formation_end", "cleanup_end"] {
+        assert!(a["phases"].get(key).is_some(), "{key}");
+    }
+    assert!(a["phases"]["rule"].is_string());
+    let series = &a["over_training"];
+    assert_eq!(series["epochs"].as_array().unwrap().len(), 4);
+    for key in ["train_loss", "test_loss", "excluded_loss", "restricted_loss", "gini_embedding", "weight_norm"] {
+        assert_eq!(series[key].as_array().unwrap().len(), 4, "{key}");
+    }
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("plotly-graph-div") || html.contains("Plotly.newPlot"));
+    assert!(!html.contains("<script src=\"http"), "the report fetches a script from the network");
+}
+
+#[test]
+fn analyze_rejects_bad_input_without_writing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    assert!(run_with(&run, &["--p", "11"]).status.success());
+    let out = tmp.path().join("analysis");
+    let (run, out_arg) = (run.to_str().unwrap(), out.to_str().unwrap());
+    let missing = tmp.path().join("nothing.pth");
+    for (args, needle) in [
+        (vec!["analyze", missing.to_str().unwrap(), "--out", out_arg], "no such file"),
+        (vec!["analyze", run, "--out", out_arg, "--key-freqs", "0,3"], "not a frequency"),
+        (vec!["analyze", run, "--out", out_arg, "--key-freqs", "9"], "not a frequency"),
+        (vec!["analyze", run, "--out", out_arg, "--phases", "10,5,20"], "three ascending epochs"),
+        (vec!["analyze", run, "--out", out_arg, "--phases", "1,2"], "three ascending epochs"),
+        (vec!["analyze", run, "--out", out_arg, "--device", "tpu"], "unknown device"),
+        (vec!["analyze", run, "--out", run], "not empty"),
+    ] {
+        assert_rejected(&groklens(&args), needle, &out);
+    }
+}

@@ -186,3 +186,9 @@ impl From<&tch::Tensor> for Matrix {
         Matrix::new(rows, cols, t.to_f64s()).unwrap_or_else(|_| Matrix::new(0, 0, Vec::new()).expect("empty matrix"))
     }
 }
+
+impl From<tch::Tensor> for Matrix {
+    fn from(t: tch::Tensor) -> Matrix {
+        Matrix::from(&t)
+    }
+}
