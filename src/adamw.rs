@@ -7,6 +7,9 @@
 //! v   ← β2·v + (1 − β2)·g²
 //! p   ← p − lr/(1 − β1^t) · m / (√v / √(1 − β2^t) + ε)
 //! ```
+//!
+//! The parameters may be stacks of N models' weights (leading model axis), each model
+//! with its own lr and weight decay.
 
 use tch::Tensor;
 
@@ -15,18 +18,32 @@ pub struct AdamW {
     exp_avg: Vec<Tensor>,
     exp_avg_sq: Vec<Tensor>,
     step: i32,
-    lr: f64,
-    weight_decay: f64,
+    /// Per model.
+    lr: Vec<f64>,
+    /// Per model, 1 − lr · weight_decay: `[model]` float32, as PyTorch applies it.
+    decay: Tensor,
     betas: (f64, f64),
     eps: f64,
 }
 
 impl AdamW {
-    /// PyTorch's defaults but for the given lr, weight decay and betas (ε = 1e-8).
-    pub fn new(params: Vec<Tensor>, lr: f64, weight_decay: f64, betas: (f64, f64)) -> Self {
+    /// PyTorch's defaults but for the given betas (ε = 1e-8), over parameters whose
+    /// leading axis is the model; `lr[i]` and `weight_decay[i]` are model i's.
+    pub fn new(params: Vec<Tensor>, lr: &[f64], weight_decay: &[f64], betas: (f64, f64)) -> Self {
         let exp_avg = params.iter().map(Tensor::zeros_like).collect();
         let exp_avg_sq = params.iter().map(Tensor::zeros_like).collect();
-        AdamW { params, exp_avg, exp_avg_sq, step: 0, lr, weight_decay, betas, eps: 1e-8 }
+        let device = params.first().map_or(tch::Device::Cpu, Tensor::device);
+        let decay: Vec<f64> = lr.iter().zip(weight_decay).map(|(lr, wd)| 1.0 - lr * wd).collect();
+        AdamW {
+            params,
+            exp_avg,
+            exp_avg_sq,
+            step: 0,
+            lr: lr.to_vec(),
+            decay: per_model(&decay, device),
+            betas,
+            eps: 1e-8,
+        }
     }
 
     /// Takes over another optimizer's moments and step count (one tensor per
@@ -43,19 +60,28 @@ impl AdamW {
         let (b1, b2) = self.betas;
         let bias_correction1 = 1.0 - b1.powi(self.step);
         let bias_correction2_sqrt = (1.0 - b2.powi(self.step)).sqrt();
-        let step_size = self.lr / bias_correction1;
+        let step_size: Vec<f64> = self.lr.iter().map(|lr| lr / bias_correction1).collect();
+        let step_size = per_model(&step_size, self.decay.device());
         let _guard = tch::no_grad_guard();
         for ((p, m), v) in self.params.iter_mut().zip(&mut self.exp_avg).zip(&mut self.exp_avg_sq) {
             let g = p.grad();
             if !g.defined() {
                 continue;
             }
-            let _ = p.g_mul_scalar_(1.0 - self.lr * self.weight_decay);
+            // [model] → [model, 1, …] against this parameter.
+            let mut shape = vec![1i64; p.dim()];
+            shape[0] = -1;
+            let _ = p.g_mul_(&self.decay.view(shape.as_slice()));
             let _ = m.lerp_(&g, 1.0 - b1);
             let _ = v.g_mul_scalar_(b2).g_add_(&(&g * &g * (1.0 - b2)));
             let denom = (v.sqrt() / bias_correction2_sqrt).g_add_scalar_(self.eps);
-            let _ = p.g_sub_(&(&*m * step_size / denom));
+            let _ = p.g_sub_(&(&*m * step_size.view(shape.as_slice()) / denom));
             p.zero_grad();
         }
     }
+}
+
+/// Per-model values, computed in float64, as the float32 tensor PyTorch would apply.
+fn per_model(values: &[f64], device: tch::Device) -> Tensor {
+    Tensor::from_slice(&values.iter().map(|&v| v as f32).collect::<Vec<f32>>()).to_device(device)
 }

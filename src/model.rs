@@ -149,6 +149,18 @@ impl HookedTransformer {
         Ok(if device == Device::Cpu { model } else { model.to_device(device) })
     }
 
+    /// Models of one shape stacked on a leading model axis (every weight `[model, …]`),
+    /// the form [`crate::train::Trainer`] trains several runs in.
+    pub fn stack(models: &[&HookedTransformer]) -> Self {
+        let params: Vec<Vec<(String, &Tensor)>> = models.iter().map(|m| m.named_parameters()).collect();
+        let named = |params: &[(String, &Tensor)], name: &str| {
+            params.iter().find(|(n, _)| n == name).map(|(_, t)| t.shallow_clone())
+        };
+        models[0].map_parameters(|name, _| {
+            Tensor::stack(&params.iter().filter_map(|p| named(p, name)).collect::<Vec<_>>(), 0)
+        })
+    }
+
     /// The same model on `device`.
     pub fn to_device(&self, device: Device) -> Self {
         self.map_parameters(|_, t| t.to_device(device))

@@ -14,103 +14,119 @@
 //! ```
 //!
 //! For a batch of inputs the weighted sums are one `embedding_bag` (mode sum,
-//! per-sample weights) over the n_ctx · n_heads rows of each input. For all p² inputs
+//! per-sample weights) over the n_ctx · n_heads rows of each input; N models trained
+//! together are one stack (every weight with a leading model axis) and one bag over
+//! all their inputs. For all p² inputs
 //! `[a, b, =]` at once they are three small batched products over the (a, b) grid.
 //! The math is the model's, reordered; it agrees with the plain forward pass to
 //! float32 rounding (tests/parity.rs).
 
 use tch::{Kind, Tensor};
 
-use crate::model::{project, HookedTransformer, LastPosition};
+use crate::model::{HookedTransformer, LastPosition};
 
-/// The tables of one model.
+/// The tables of N models, each tensor with a leading model axis.
 struct Tables {
     /// Attention score of (position, key token) for each query token:
-    /// `[pos, key token, query token, head]`.
+    /// `[model, pos, key token, query token, head]`.
     scores: Tensor,
     /// Per (position, token, head): VO·W_in, VO·W_U and, when asked for, VO:
-    /// `[pos, token, head, width]`.
+    /// `[model, pos, token, head, width]`.
     rows: Tensor,
     /// What the last token adds directly, with the biases, per query token:
-    /// to the residual `[vocab, d_model]`, to the MLP input `[vocab, d_mlp]`, to the logits.
+    /// to the residual `[model, vocab, d_model]`, to the MLP input, to the logits.
     resid_base: Tensor,
     pre_base: Tensor,
     logit_base: Tensor,
-    /// W_out · W_U: `[d_mlp, d_vocab_out]`.
+    /// W_out · W_U: `[model, d_mlp, d_vocab_out]`.
     w_logit: Tensor,
 }
 
 /// What the weighted sums of table rows give: logits, MLP activations, resid_mid.
-type Outputs = (Tensor, Tensor, Option<Tensor>);
+pub(crate) type Outputs = (Tensor, Tensor, Option<Tensor>);
+
+/// `x · W + b` per head for N models: `[model, .., d_model]` → `[model, .., head, d_head]`.
+fn project_stacked(x: &Tensor, w: &Tensor, b: &Tensor) -> Tensor {
+    let (n, h, d, dh) = (w.size()[0], w.size()[1], w.size()[2], w.size()[3]);
+    let mut shape = x.size();
+    shape.pop();
+    shape.extend([h, dh]);
+    let mut bias_shape = vec![n];
+    bias_shape.extend(std::iter::repeat_n(1, shape.len() - 3));
+    bias_shape.extend([h, dh]);
+    x.reshape([n, -1, d]).bmm(&w.permute([0, 2, 1, 3]).reshape([n, d, h * dh])).view(shape.as_slice())
+        + b.view(bias_shape.as_slice())
+}
 
 impl HookedTransformer {
+    /// The same weights with a leading model axis of one: a stack of this model alone.
+    pub(crate) fn as_stack(&self) -> HookedTransformer {
+        self.map_parameters(|_, t| t.unsqueeze(0))
+    }
+
+    /// The tables of a stack of one-layer models (every weight `[model, ..]`).
     fn tables(&self, n_pos: i64, with_resid_mid: bool) -> Tables {
         let cfg = &self.cfg;
         let (n_heads, d_head, n_vocab) = (cfg.n_heads, cfg.d_head, cfg.d_vocab);
         let (a, m) = (&self.blocks[0].attn, &self.blocks[0].mlp);
-        // Every (position, token) embedding: [pos, vocab, d_model].
-        let x = self.embed.W_E.unsqueeze(0) + self.pos_embed.W_pos.narrow(0, 0, n_pos).unsqueeze(1);
-        let x_last = x.select(0, n_pos - 1); // [vocab, d_model]
-        let q = project(&x_last, &a.W_Q, &a.b_Q); // [query token, head, d_head]
-        let k = project(&x, &a.W_K, &a.b_K); // [pos, key token, head, d_head]
-        let v = project(&x, &a.W_V, &a.b_V);
-        let scores = k.permute([2, 0, 1, 3]).reshape([n_heads, n_pos * n_vocab, d_head]).matmul(&q.permute([1, 2, 0]))
-            / (d_head as f64).sqrt(); // [head, pos·vocab, query token]
-        let scores = scores.permute([1, 2, 0]).reshape([n_pos, n_vocab, n_vocab, n_heads]);
-        let vo = Tensor::einsum("pvhe,hed->pvhd", &[&v, &a.W_O], None::<i64>); // [pos, vocab, head, d_model]
-        let mut parts = vec![vo.matmul(&m.W_in), vo.matmul(&self.unembed.W_U)];
+        let n = self.embed.W_E.size()[0];
+        // Every (position, token) embedding: [model, pos, vocab, d_model].
+        let x = self.embed.W_E.unsqueeze(1) + self.pos_embed.W_pos.narrow(1, 0, n_pos).unsqueeze(2);
+        let x_last = x.select(1, n_pos - 1); // [model, vocab, d_model]
+        let q = project_stacked(&x_last, &a.W_Q, &a.b_Q); // [model, query token, head, d_head]
+        let k = project_stacked(&x, &a.W_K, &a.b_K); // [model, pos, key token, head, d_head]
+        let v = project_stacked(&x, &a.W_V, &a.b_V);
+        let scores = k
+            .permute([0, 3, 1, 2, 4])
+            .reshape([n * n_heads, n_pos * n_vocab, d_head])
+            .bmm(&q.permute([0, 2, 3, 1]).reshape([n * n_heads, d_head, n_vocab]))
+            / (d_head as f64).sqrt(); // [model·head, pos·vocab, query token]
+        let scores = scores.view([n, n_heads, n_pos, n_vocab, n_vocab]).permute([0, 2, 3, 4, 1]);
+        let vo = Tensor::einsum("npvhe,nhed->npvhd", &[&v, &a.W_O], None::<i64>); // [model, pos, vocab, head, d_model]
+        let through = |w: &Tensor| Tensor::einsum("npvhd,ndk->npvhk", &[&vo, w], None::<i64>);
+        let mut parts = vec![through(&m.W_in), through(&self.unembed.W_U)];
         if with_resid_mid {
-            parts.push(vo);
+            parts.push(vo.shallow_clone());
         }
-        let resid_base = &x_last + &a.b_O;
-        let pre_base = resid_base.matmul(&m.W_in) + &m.b_in;
-        let logit_base = resid_base.matmul(&self.unembed.W_U) + m.b_out.matmul(&self.unembed.W_U) + &self.unembed.b_U;
+        let resid_base = &x_last + a.b_O.unsqueeze(1);
+        let pre_base = resid_base.bmm(&m.W_in) + m.b_in.unsqueeze(1);
+        let logit_base = resid_base.bmm(&self.unembed.W_U)
+            + m.b_out.unsqueeze(1).bmm(&self.unembed.W_U)
+            + self.unembed.b_U.unsqueeze(1);
         Tables {
-            scores,
+            scores: scores.contiguous(),
             rows: Tensor::cat(&parts, -1),
             resid_base,
             pre_base,
             logit_base,
-            w_logit: m.W_out.matmul(&self.unembed.W_U),
+            w_logit: m.W_out.bmm(&self.unembed.W_U),
         }
     }
 
-    /// Splits the summed rows `[.., width]` plus each input's base into the outputs.
-    fn finish(&self, tables: &Tables, mixed: &Tensor, t_last: &Tensor, with_resid_mid: bool) -> Outputs {
-        let (d_mlp, d_out) = (self.cfg.d_mlp, self.cfg.d_vocab_out);
-        let last = mixed.dim() as i64 - 1;
-        let pre = mixed.narrow(last, 0, d_mlp) + tables.pre_base.index_select(0, t_last);
-        let mlp_post = self.act(&pre);
-        let logits = mixed.narrow(last, d_mlp, d_out)
-            + tables.logit_base.index_select(0, t_last)
-            + mlp_post.matmul(&tables.w_logit);
-        let resid_mid = with_resid_mid
-            .then(|| mixed.narrow(last, d_mlp + d_out, self.cfg.d_model) + tables.resid_base.index_select(0, t_last));
-        (logits, mlp_post, resid_mid)
-    }
-
-    /// The last position of a one-layer model for a batch of inputs `[batch, pos]`:
-    /// logits, MLP activations, and `resid_mid` only when asked for (training needs
-    /// just the logits).
-    pub(crate) fn last_position_from_tables(&self, tokens: &Tensor, with_resid_mid: bool) -> Outputs {
-        let (batch, n_pos) = (tokens.size()[0], tokens.size()[1]);
+    /// The last position of a stack of one-layer models, each on its own inputs
+    /// `[model, batch, pos]`: logits and MLP activations `[model, batch, ·]`, and
+    /// `resid_mid` only when asked for (training needs just the logits).
+    pub(crate) fn stacked_last_position(&self, tokens: &Tensor, with_resid_mid: bool) -> Outputs {
+        let (n, batch, n_pos) = (tokens.size()[0], tokens.size()[1], tokens.size()[2]);
         let (n_heads, n_vocab) = (self.cfg.n_heads, self.cfg.d_vocab);
         let device = tokens.device();
         let tables = self.tables(n_pos, with_resid_mid);
-        let t_last = tokens.select(1, n_pos - 1); // [batch]
-        let key_rows = tokens + Tensor::arange(n_pos, (Kind::Int64, device)) * n_vocab; // [batch, pos]: row in pos·vocab
-        let score_rows = (&key_rows * n_vocab + t_last.unsqueeze(1)).flatten(0, 1);
+        let model = Tensor::arange(n, (Kind::Int64, device)).view([n, 1, 1]);
+        let t_last = tokens.select(2, n_pos - 1); // [model, batch]
+                                                  // Row of (model, pos, token) in model·pos·vocab.
+        let key_rows = (model * n_pos + Tensor::arange(n_pos, (Kind::Int64, device))) * n_vocab + tokens;
+        let score_rows = (&key_rows * n_vocab + t_last.unsqueeze(2)).flatten(0, 2);
         // The last query sees every position: softmax over all of them.
         let pattern = tables
             .scores
             .view([-1, n_heads])
             .index_select(0, &score_rows)
-            .view([batch, n_pos, n_heads])
-            .softmax(1, Kind::Float);
-        let width = tables.rows.size()[3];
+            .view([n, batch, n_pos, n_heads])
+            .softmax(2, Kind::Float);
+        let width = tables.rows.size()[4];
         let bag_rows =
-            (key_rows.unsqueeze(-1) * n_heads + Tensor::arange(n_heads, (Kind::Int64, device))).flatten(0, 2);
-        let offsets = Tensor::arange(batch, (Kind::Int64, device)) * (n_pos * n_heads);
+            (key_rows.unsqueeze(-1) * n_heads + Tensor::arange(n_heads, (Kind::Int64, device))).flatten(0, 3);
+        let offsets = Tensor::arange(n * batch, (Kind::Int64, device)) * (n_pos * n_heads);
         let (mixed, _, _, _) = Tensor::embedding_bag(
             &tables.rows.view([-1, width]),
             &bag_rows,
@@ -118,37 +134,57 @@ impl HookedTransformer {
             false,
             0, // sum
             false,
-            Some(pattern.flatten(0, 2)),
+            Some(pattern.flatten(0, 3)),
             false,
-        ); // [batch, width]
-        self.finish(&tables, &mixed, &t_last, with_resid_mid)
+        );
+        let mixed = mixed.view([n, batch, width]);
+        // Each input's query-token row of the bases: row model·vocab + t_last.
+        let base_rows = (Tensor::arange(n, (Kind::Int64, device)).unsqueeze(1) * n_vocab + &t_last).flatten(0, 1);
+        let base = |t: &Tensor| {
+            let width = t.size()[2];
+            t.view([-1, width]).index_select(0, &base_rows).view([n, batch, width])
+        };
+        let (d_mlp, d_out) = (self.cfg.d_mlp, self.cfg.d_vocab_out);
+        let mlp_post = self.act(&(mixed.narrow(2, 0, d_mlp) + base(&tables.pre_base)));
+        let logits = mixed.narrow(2, d_mlp, d_out) + base(&tables.logit_base) + mlp_post.bmm(&tables.w_logit);
+        let resid_mid =
+            with_resid_mid.then(|| mixed.narrow(2, d_mlp + d_out, self.cfg.d_model) + base(&tables.resid_base));
+        (logits, mlp_post, resid_mid)
     }
 
-    /// The last position of a one-layer model for all p² inputs `[a, b, =]`, a-major
-    /// (p = d_vocab_out, `=` = p): the table rows of a, of b and of `=` weighted over
-    /// the (a, b) grid, with no per-input gather.
+    /// The last position of this one-layer model for a batch of inputs `[batch, pos]`.
+    pub(crate) fn last_position_from_tables(&self, tokens: &Tensor, with_resid_mid: bool) -> Outputs {
+        let (logits, mlp_post, resid_mid) = self.as_stack().stacked_last_position(&tokens.unsqueeze(0), with_resid_mid);
+        (logits.squeeze_dim(0), mlp_post.squeeze_dim(0), resid_mid.map(|r| r.squeeze_dim(0)))
+    }
+
+    /// The last position of this one-layer model for all p² inputs `[a, b, =]`,
+    /// a-major (p = d_vocab_out, `=` = p): the table rows of a, of b and of `=`
+    /// weighted over the (a, b) grid, with no per-input gather.
     pub(crate) fn last_position_all_pairs(&self) -> LastPosition {
         let p = self.cfg.d_vocab_out;
-        let device = self.device();
-        let tables = self.tables(3, true);
         let eq = p; // the `=` token
-                    // Scores of the first p tokens at a position, queried by `=`: [token, head].
-        let score = |pos: i64| tables.scores.get(pos).narrow(0, 0, p).select(1, eq);
-        let s_a = score(0).unsqueeze(1); // [a, 1, head]
-        let s_b = score(1).unsqueeze(0); // [1, b, head]
-        let s_eq = tables.scores.get(2).get(eq).get(eq).view([1, 1, -1]); // [1, 1, head]
-        let (s_a, s_b, s_eq) =
-            (s_a.expand([p, p, -1], false), s_b.expand([p, p, -1], false), s_eq.expand([p, p, -1], false));
+        let tables = self.as_stack().tables(3, true);
+        let (scores, rows) = (tables.scores.get(0), tables.rows.get(0));
+        // Scores of the first p tokens at a position, queried by `=`: [token, head].
+        let score = |pos: i64| scores.get(pos).narrow(0, 0, p).select(1, eq);
+        let s_a = score(0).unsqueeze(1).expand([p, p, -1], false); // [a, b, head]
+        let s_b = score(1).unsqueeze(0).expand([p, p, -1], false);
+        let s_eq = scores.get(2).get(eq).get(eq).view([1, 1, -1]).expand([p, p, -1], false);
         let pattern = Tensor::stack(&[s_a, s_b, s_eq], 3).softmax(3, Kind::Float); // [a, b, head, pos]
-        let rows_a = tables.rows.get(0).narrow(0, 0, p); // [a, head, width]
-        let rows_b = tables.rows.get(1).narrow(0, 0, p);
-        let rows_eq = tables.rows.get(2).get(eq); // [head, width]
+        let rows_a = rows.get(0).narrow(0, 0, p); // [a, head, width]
+        let rows_b = rows.get(1).narrow(0, 0, p);
+        let rows_eq = rows.get(2).get(eq); // [head, width]
         let mixed = pattern.select(3, 0).matmul(&rows_a) // [a, b, head] × [a, head, width]
             + pattern.select(3, 1).permute([1, 0, 2]).matmul(&rows_b).permute([1, 0, 2])
             + pattern.select(3, 2).matmul(&rows_eq); // [a, b, width]
         let mixed = mixed.flatten(0, 1);
-        let t_last = Tensor::full([p * p], eq, (Kind::Int64, device));
-        let (logits, mlp_post, resid_mid) = self.finish(&tables, &mixed, &t_last, true);
-        LastPosition { resid_mid: resid_mid.expect("asked for"), mlp_post, logits }
+        let (d_mlp, d_out) = (self.cfg.d_mlp, self.cfg.d_vocab_out);
+        let at_eq = |t: &Tensor| t.get(0).get(eq);
+        let mlp_post = self.act(&(mixed.narrow(1, 0, d_mlp) + at_eq(&tables.pre_base)));
+        let logits =
+            mixed.narrow(1, d_mlp, d_out) + at_eq(&tables.logit_base) + mlp_post.matmul(&tables.w_logit.get(0));
+        let resid_mid = mixed.narrow(1, d_mlp + d_out, self.cfg.d_model) + at_eq(&tables.resid_base);
+        LastPosition { resid_mid, mlp_post, logits }
     }
 }

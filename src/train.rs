@@ -9,8 +9,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tch::{Device, Kind, Tensor};
 
 use crate::adamw::AdamW;
-use crate::config::RunConfig;
-use crate::error::Result;
+use crate::config::{ModelConfig, RunConfig};
+use crate::error::{Error, Result};
 use crate::model::HookedTransformer;
 use crate::task::Split;
 
@@ -20,54 +20,120 @@ pub fn loss_fn(last_logits: &Tensor, labels: &Tensor) -> Tensor {
     -log_probs.gather(-1, &labels.unsqueeze(-1), false).squeeze_dim(-1).mean(Kind::Double)
 }
 
-/// Train and test inputs and labels, on the training device.
+/// Train and test inputs and labels of N runs, on the training device, each set padded
+/// to the longest run's length: `[model, batch, 3]` and `[model, batch]`, with a mask
+/// (1 for a real row, 0 for padding) that the loss weighs rows by.
 pub struct Batches {
     pub train_data: Tensor,
     pub train_labels: Tensor,
+    pub train_mask: Tensor,
     pub test_data: Tensor,
     pub test_labels: Tensor,
+    pub test_mask: Tensor,
 }
 
 impl Batches {
-    pub fn new(cfg: &RunConfig, split: &Split, device: Device) -> Self {
-        let (dataset, labels) = (cfg.task.dataset(), cfg.task.labels());
-        let (train, test) = (split.train_tensor(), split.test_tensor());
-        Batches {
-            train_data: dataset.index_select(0, &train).to_device(device),
-            train_labels: labels.index_select(0, &train).to_device(device),
-            test_data: dataset.index_select(0, &test).to_device(device),
-            test_labels: labels.index_select(0, &test).to_device(device),
-        }
+    pub fn new(runs: &[(&RunConfig, &Split)], device: Device) -> Self {
+        let pick = |indices: &dyn Fn(&Split) -> &Vec<i64>| {
+            let longest = runs.iter().map(|(_, s)| indices(s).len()).max().unwrap_or(0) as i64;
+            let (mut data, mut labels, mut mask) = (vec![], vec![], vec![]);
+            for (cfg, split) in runs {
+                let rows = Tensor::from_slice(indices(split));
+                let pad = longest - indices(split).len() as i64;
+                let padded = Tensor::cat(&[rows, Tensor::zeros([pad], (Kind::Int64, Device::Cpu))], 0);
+                data.push(cfg.task.dataset().index_select(0, &padded));
+                labels.push(cfg.task.labels().index_select(0, &padded));
+                mask.push(Tensor::cat(
+                    &[
+                        Tensor::ones([longest - pad], (Kind::Double, Device::Cpu)),
+                        Tensor::zeros([pad], (Kind::Double, Device::Cpu)),
+                    ],
+                    0,
+                ));
+            }
+            (
+                Tensor::stack(&data, 0).to_device(device),
+                Tensor::stack(&labels, 0).to_device(device),
+                Tensor::stack(&mask, 0).to_device(device),
+            )
+        };
+        let (train_data, train_labels, train_mask) = pick(&|s| &s.train);
+        let (test_data, test_labels, test_mask) = pick(&|s| &s.test);
+        Batches { train_data, train_labels, train_mask, test_data, test_labels, test_mask }
     }
 }
 
-/// One model being trained: its weights, its optimizer and its data.
+/// [`loss_fn`] of each model over its own real rows: `[model]` float64.
+fn stacked_loss(logits: &Tensor, labels: &Tensor, mask: &Tensor) -> Tensor {
+    let log_probs = logits.to_kind(Kind::Double).log_softmax(-1, Kind::Double);
+    let correct = log_probs.gather(-1, &labels.unsqueeze(-1), false).squeeze_dim(-1); // [model, batch]
+    -(correct * mask).sum_dim_intlist(1, false, Kind::Double) / mask.sum_dim_intlist(1, false, Kind::Double)
+}
+
+/// N one-layer models trained together as one stacked computation (N may be 1):
+/// their weights stacked on a leading model axis, their optimizer and their data.
+/// Each model's losses and updates are its own; only the arithmetic is shared.
 pub struct Trainer {
-    model: HookedTransformer,
+    stack: HookedTransformer,
     optimizer: AdamW,
     batches: Batches,
     epoch: i64,
 }
 
 impl Trainer {
+    /// One run.
     pub fn new(cfg: &RunConfig, model: &HookedTransformer, split: &Split) -> Self {
-        let model = model.trainable_copy();
-        let t = &cfg.train;
-        let params = model.trainable_parameters().into_iter().map(Tensor::shallow_clone).collect();
-        let optimizer = AdamW::new(params, t.lr, t.weight_decay, t.betas);
-        let batches = Batches::new(cfg, split, model.device());
-        Trainer { model, optimizer, batches, epoch: 0 }
+        Self::stacked(&[(cfg, model, split)]).expect("one run always stacks")
     }
 
-    /// One epoch; returns its (train loss, test loss).
-    pub fn step(&mut self) -> (f64, f64) {
+    /// Several runs of one model shape, number of epochs, betas and p, each with its
+    /// own initial weights, task terms, split, lr and weight decay.
+    pub fn stacked(runs: &[(&RunConfig, &HookedTransformer, &Split)]) -> Result<Self> {
+        let (first, first_model, _) = runs.first().ok_or_else(|| Error::config("no runs to train"))?;
+        for (cfg, model, _) in runs {
+            cfg.validate()?;
+            let shape = |c: &RunConfig| {
+                (
+                    ModelConfig { seed: 0, ..c.model.clone() },
+                    c.task.p,
+                    c.train.num_epochs,
+                    c.train.checkpoint_every,
+                    c.train.betas,
+                )
+            };
+            if shape(cfg) != shape(first) {
+                return Err(Error::config(
+                    "runs trained together must share the model shape, p, epochs, checkpoint interval and betas",
+                ));
+            }
+            if model.cfg.n_layers != 1 || model.device() != first_model.device() {
+                return Err(Error::config("runs trained together must be one-layer models on one device"));
+            }
+        }
+        let models: Vec<&HookedTransformer> = runs.iter().map(|(_, m, _)| *m).collect();
+        let stack = HookedTransformer::stack(&models).trainable_copy();
+        let params = stack.trainable_parameters().into_iter().map(Tensor::shallow_clone).collect();
+        let lr: Vec<f64> = runs.iter().map(|(c, _, _)| c.train.lr).collect();
+        let wd: Vec<f64> = runs.iter().map(|(c, _, _)| c.train.weight_decay).collect();
+        let optimizer = AdamW::new(params, &lr, &wd, first.train.betas);
+        let data: Vec<(&RunConfig, &Split)> = runs.iter().map(|(c, _, s)| (*c, *s)).collect();
+        let batches = Batches::new(&data, stack.device());
+        Ok(Trainer { stack, optimizer, batches, epoch: 0 })
+    }
+
+    /// One epoch of every model; returns each model's (train loss, test loss).
+    pub fn step(&mut self) -> Vec<(f64, f64)> {
         let b = &self.batches;
-        let train_loss = loss_fn(&self.model.last_logits(&b.train_data), &b.train_labels);
-        train_loss.backward();
+        let train_logits = self.stack.stacked_last_position(&b.train_data, false).0;
+        let train_loss = stacked_loss(&train_logits, &b.train_labels, &b.train_mask);
+        train_loss.sum(Kind::Double).backward();
         self.optimizer.step();
-        let test_loss = tch::no_grad(|| loss_fn(&self.model.last_logits(&b.test_data), &b.test_labels));
+        let test_loss = tch::no_grad(|| {
+            stacked_loss(&self.stack.stacked_last_position(&b.test_data, false).0, &b.test_labels, &b.test_mask)
+        });
         self.epoch += 1;
-        (train_loss.double_value(&[]), test_loss.double_value(&[]))
+        let (train, test) = (Vec::<f64>::try_from(&train_loss.detach()), Vec::<f64>::try_from(&test_loss));
+        train.unwrap_or_default().into_iter().zip(test.unwrap_or_default()).collect()
     }
 
     /// Epochs done so far.
@@ -75,11 +141,22 @@ impl Trainer {
         self.epoch
     }
 
-    pub fn model(&self) -> &HookedTransformer {
-        &self.model
+    /// How many models train together.
+    pub fn len(&self) -> usize {
+        self.stack.embed.W_E.size()[0] as usize
     }
 
-    /// The optimizer, its state over `model().trainable_parameters()` in that order.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Model i as it is now (its weights, detached, still on the training device).
+    pub fn model(&self, i: usize) -> HookedTransformer {
+        self.stack.map_parameters(|_, t| t.get(i as i64).detach())
+    }
+
+    /// The optimizer, its state over the stack's trainable weights in
+    /// `named_parameters` order, each `[model, …]`.
     pub fn optimizer_mut(&mut self) -> &mut AdamW {
         &mut self.optimizer
     }
@@ -106,29 +183,41 @@ pub fn train(
     split: &Split,
     observer: &mut dyn Observer,
 ) -> Result<(HookedTransformer, Vec<f64>, Vec<f64>)> {
-    cfg.validate()?;
-    let t = &cfg.train;
-    let mut trainer = Trainer::new(cfg, model, split);
-    let (mut train_losses, mut test_losses) = (Vec::new(), Vec::new());
+    let mut trained = train_stacked(&[(cfg, model, split)], &mut [observer])?;
+    let (model, train, test) = trained.remove(0);
+    Ok((model, train, test))
+}
+
+/// Trains several runs as one stacked computation ([`Trainer::stacked`]), handing
+/// each run's checkpoints to its own observer as they come (nothing piles up in
+/// memory). Returns each run's trained model and per-epoch losses.
+pub fn train_stacked(
+    runs: &[(&RunConfig, &HookedTransformer, &Split)],
+    observers: &mut [&mut dyn Observer],
+) -> Result<Vec<(HookedTransformer, Vec<f64>, Vec<f64>)>> {
+    if observers.len() != runs.len() {
+        return Err(Error::config("one observer per run"));
+    }
+    let mut trainer = Trainer::stacked(runs)?;
+    let t = &runs[0].0.train;
+    let mut losses = vec![(Vec::new(), Vec::new()); runs.len()];
     let progress = Progress::new(t.num_epochs as u64);
     for epoch in 0..t.num_epochs {
-        let (train_loss, test_loss) = trainer.step();
-        train_losses.push(train_loss);
-        test_losses.push(test_loss);
-        progress.tick(epoch, train_loss, test_loss);
+        let step = trainer.step();
+        for ((train, test), (tr, te)) in losses.iter_mut().zip(&step) {
+            train.push(*tr);
+            test.push(*te);
+        }
+        progress.tick(epoch, &step);
         if (epoch + 1) % t.checkpoint_every == 0 {
-            progress.checkpoint(epoch, train_loss, test_loss);
-            observer.checkpoint(epoch, trainer.model(), &train_losses, &test_losses)?;
+            progress.checkpoint(epoch, &step);
+            for (i, (observer, (train, test))) in observers.iter_mut().zip(&losses).enumerate() {
+                observer.checkpoint(epoch, &trainer.model(i), train, test)?;
+            }
         }
     }
     progress.finish();
-    Ok((trainer.model.with_grad_off(), train_losses, test_losses))
-}
-
-impl HookedTransformer {
-    fn with_grad_off(&self) -> Self {
-        self.map_parameters(|_, t| t.detach())
-    }
+    Ok(losses.into_iter().enumerate().map(|(i, (train, test))| (trainer.model(i), train, test)).collect())
 }
 
 /// A bar on a terminal, or the seed's checkpoint lines where output is a log or a notebook.
@@ -147,18 +236,20 @@ impl Progress {
         Progress(Some(bar))
     }
 
-    fn tick(&self, epoch: i64, train_loss: f64, test_loss: f64) {
+    fn tick(&self, epoch: i64, losses: &[(f64, f64)]) {
         if let Some(bar) = &self.0 {
             bar.set_position(epoch as u64 + 1);
             if epoch % 10 == 0 {
-                bar.set_message(format!("train {train_loss:.3e} test {test_loss:.3e}"));
+                bar.set_message(describe(losses));
             }
         }
     }
 
-    fn checkpoint(&self, epoch: i64, train_loss: f64, test_loss: f64) {
-        if self.0.is_none() {
-            eprintln!("Epoch {epoch} Train Loss {train_loss:?} Test Loss {test_loss:?}");
+    fn checkpoint(&self, epoch: i64, losses: &[(f64, f64)]) {
+        match (losses, &self.0) {
+            ([(train, test)], None) => eprintln!("Epoch {epoch} Train Loss {train:?} Test Loss {test:?}"),
+            (_, None) => eprintln!("Epoch {epoch} {}", describe(losses)),
+            _ => {}
         }
     }
 
@@ -167,4 +258,18 @@ impl Progress {
             bar.finish();
         }
     }
+}
+
+/// "train 1.2e-3 test 4.5e-2", or the range over several runs.
+fn describe(losses: &[(f64, f64)]) -> String {
+    let range = |f: fn(&(f64, f64)) -> f64| {
+        let (lo, hi) =
+            losses.iter().map(f).fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| (lo.min(x), hi.max(x)));
+        if losses.len() == 1 {
+            format!("{lo:.3e}")
+        } else {
+            format!("{lo:.3e}..{hi:.3e}")
+        }
+    };
+    format!("train {} test {}", range(|l| l.0), range(|l| l.1))
 }

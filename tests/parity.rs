@@ -136,9 +136,9 @@ fn initial_losses_and_first_gradients_match() {
         let cfg = run_config(&g);
         let split = Split::seeded(cfg.task.n_pairs(), cfg.train.frac_train, cfg.train.data_seed).unwrap();
         let model = HookedTransformer::new(&cfg.model, Device::Cpu).unwrap().trainable_copy();
-        let b = Batches::new(&cfg, &split, Device::Cpu);
-        let loss = loss_fn(&model.last_logits(&b.train_data), &b.train_labels);
-        let test = loss_fn(&model.last_logits(&b.test_data), &b.test_labels).double_value(&[]);
+        let b = Batches::new(&[(&cfg, &split)], Device::Cpu);
+        let loss = loss_fn(&model.last_logits(&b.train_data.get(0)), &b.train_labels.get(0));
+        let test = loss_fn(&model.last_logits(&b.test_data.get(0)), &b.test_labels.get(0)).double_value(&[]);
         assert!((loss.double_value(&[]) - g["init_train_loss"].as_f64().unwrap()).abs() < 1e-6, "{name}: train loss");
         assert!((test - g["init_test_loss"].as_f64().unwrap()).abs() < 1e-6, "{name}: test loss");
         loss.backward();
@@ -181,7 +181,7 @@ fn first_100_epochs_match_the_seeds_loop() {
         let split = Split::seeded(cfg.task.n_pairs(), cfg.train.frac_train, cfg.train.data_seed).unwrap();
         let model = HookedTransformer::new(&cfg.model, Device::Cpu).unwrap();
         let mut trainer = Trainer::new(&cfg, &model, &split);
-        let (train, test): (Vec<f64>, Vec<f64>) = (0..100).map(|_| trainer.step()).unzip();
+        let (train, test): (Vec<f64>, Vec<f64>) = (0..100).map(|_| trainer.step()[0]).unzip();
         let (their_train, their_test) = (f64s(&g["train_losses"]), f64s(&g["test_losses"]));
         let n = exact_epochs;
         assert_losses_match(&format!("{name} train"), &train[..n], &their_train[..n], 1e-4);
@@ -195,7 +195,7 @@ fn first_100_epochs_match_the_seeds_loop() {
         );
         if name == "tiny" {
             let after = tensors("tiny_after100.safetensors");
-            for (key, t) in trainer.model().named_parameters() {
+            for (key, t) in trainer.model(0).named_parameters() {
                 assert!(max_abs_diff(t, tensor(&after, &key)) < 1e-5, "tiny: {key} after 100 epochs");
             }
         }
@@ -224,11 +224,13 @@ fn steps_from_the_peers_state_match() {
             .map(|(n, _)| n)
             .filter(|n| n.rsplit('.').next().unwrap().starts_with("W_"))
             .collect();
-        let moments = |prefix: &str| names.iter().map(|n| tensor(&state, &format!("{prefix}.{n}")).copy()).collect();
+        // One model in the stack: moments get the leading model axis.
+        let moments =
+            |prefix: &str| names.iter().map(|n| tensor(&state, &format!("{prefix}.{n}")).unsqueeze(0).copy()).collect();
         let step = tensor(&state, "step").int64_value(&[0]) as i32;
         assert_eq!(step as usize, start);
         trainer.optimizer_mut().set_state(moments("exp_avg"), moments("exp_avg_sq"), step);
-        let (train, test): (Vec<f64>, Vec<f64>) = (0..5).map(|_| trainer.step()).unzip();
+        let (train, test): (Vec<f64>, Vec<f64>) = (0..5).map(|_| trainer.step()[0]).unzip();
         eprintln!(
             "seed: five steps from the peer's state at epoch {start}: max relative gap {:.1e}",
             max_relative_gap(&train, &their_train[start..start + 5])
