@@ -10,6 +10,7 @@ use groklens::device::parse_device;
 use groklens::import::read_history;
 use groklens::report::write_report;
 use groklens::run::{check_empty_or_absent, load_state_dict, write_atomic};
+use groklens::train::Observer;
 use groklens::{Error, HookedTransformer, RunConfig, RunWriter, Split, Task, Term};
 
 #[derive(Parser)]
@@ -21,7 +22,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train one model on (a^m + b^n) mod p, writing a run folder.
+    /// Train a model on (a^m + b^n) mod p, writing a run folder; or a grid of models
+    /// trained together, writing one run folder each and an index.json.
     Train(TrainArgs),
     /// Analyse a run folder, a TransformerLens state dict (.safetensors) or a grokking
     /// demo .pth file: writes analysis.json and report.html.
@@ -54,34 +56,37 @@ struct AnalyzeArgs {
     device: String,
 }
 
+/// Every list-valued flag takes `a,b,c`; `--seed` also takes a range `1..16`
+/// (both ends included). Several values train the whole grid of runs together.
 #[derive(Args)]
 struct TrainArgs {
-    /// The run folder to write; must not exist or be empty.
+    /// The run folder to write (for a grid: the folder of run folders); must not
+    /// exist or be empty.
     #[arg(long)]
     out: PathBuf,
     #[arg(long, default_value_t = 113, allow_negative_numbers = true)]
     p: i64,
-    /// Exponent of a.
-    #[arg(long, default_value_t = 4, allow_negative_numbers = true)]
-    m: i64,
-    /// Exponent of b.
-    #[arg(long, default_value_t = 4, allow_negative_numbers = true)]
-    n: i64,
-    #[arg(long, default_value_t = 0.3, allow_negative_numbers = true)]
-    frac_train: f64,
-    #[arg(long, default_value_t = 598, allow_negative_numbers = true)]
-    data_seed: i64,
-    /// Seed of the weight initialisation.
-    #[arg(long, default_value_t = 999, allow_negative_numbers = true)]
-    seed: i64,
+    /// Exponent(s) of a.
+    #[arg(long, default_value = "4", value_delimiter = ',', allow_negative_numbers = true)]
+    m: Vec<i64>,
+    /// Exponent(s) of b.
+    #[arg(long, default_value = "4", value_delimiter = ',', allow_negative_numbers = true)]
+    n: Vec<i64>,
+    #[arg(long, default_value = "0.3", value_delimiter = ',', allow_negative_numbers = true)]
+    frac_train: Vec<f64>,
+    #[arg(long, default_value = "598", value_delimiter = ',', allow_negative_numbers = true)]
+    data_seed: Vec<i64>,
+    /// Seed(s) of the weight initialisation: `999`, `1,2,3` or `1..16`.
+    #[arg(long, alias = "seeds", default_value = "999", value_parser = parse_seeds, allow_negative_numbers = true)]
+    seed: Seeds,
     #[arg(long, default_value_t = 25_000, allow_negative_numbers = true)]
     epochs: i64,
     #[arg(long, default_value_t = 100, allow_negative_numbers = true)]
     checkpoint_every: i64,
-    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true)]
-    lr: f64,
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
-    weight_decay: f64,
+    #[arg(long, default_value = "1e-3", value_delimiter = ',', allow_negative_numbers = true)]
+    lr: Vec<f64>,
+    #[arg(long, default_value = "1", value_delimiter = ',', allow_negative_numbers = true)]
+    weight_decay: Vec<f64>,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -90,42 +95,128 @@ struct TrainArgs {
     init_from: Option<PathBuf>,
 }
 
+#[derive(Clone)]
+struct Seeds(Vec<i64>);
+
+/// `999`, `1,2,3` or `1..16` (both ends included).
+fn parse_seeds(text: &str) -> Result<Seeds, String> {
+    let number = |s: &str| s.trim().parse::<i64>().map_err(|_| format!("`{s}` is not a whole number"));
+    match text.split_once("..") {
+        Some((a, b)) => {
+            let (a, b) = (number(a)?, number(b.trim_start_matches('='))?);
+            if a > b {
+                return Err(format!("empty range {text}"));
+            }
+            Ok(Seeds((a..=b).collect()))
+        }
+        None => text.split(',').map(number).collect::<Result<_, _>>().map(Seeds),
+    }
+}
+
+/// One run of the grid, as index.json lists it.
+#[derive(serde::Serialize)]
+struct GridRun {
+    folder: String,
+    seed: i64,
+    m: u32,
+    n: u32,
+    frac_train: f64,
+    data_seed: i64,
+    lr: f64,
+    weight_decay: f64,
+}
+
 fn exponent(name: &str, value: i64) -> Result<u32, Error> {
     u32::try_from(value).map_err(|_| Error::config(format!("exponent {name} must be a whole number ≥ 0, got {value}")))
 }
 
 fn train(args: TrainArgs) -> Result<(), Error> {
-    let task = Task { p: args.p, g: Term::power(exponent("m", args.m)?), h: Term::power(exponent("n", args.n)?) };
-    task.validate()?;
-    let mut config = RunConfig::for_task(task);
-    config.model.seed = args.seed;
-    let t = &mut config.train;
-    (t.frac_train, t.data_seed, t.num_epochs, t.checkpoint_every) =
-        (args.frac_train, args.data_seed, args.epochs, args.checkpoint_every);
-    (t.lr, t.weight_decay) = (args.lr, args.weight_decay);
-    config.validate()?;
+    // Every combination of the list-valued flags, validated before anything is written.
+    let mut grid = Vec::new();
+    for &m in &args.m {
+        for &n in &args.n {
+            let task = Task { p: args.p, g: Term::power(exponent("m", m)?), h: Term::power(exponent("n", n)?) };
+            task.validate()?;
+            for (&frac_train, &data_seed) in
+                args.frac_train.iter().flat_map(|f| args.data_seed.iter().map(move |d| (f, d)))
+            {
+                for (&lr, &weight_decay) in args.lr.iter().flat_map(|l| args.weight_decay.iter().map(move |w| (l, w))) {
+                    for &seed in &args.seed.0 {
+                        let mut config = RunConfig::for_task(task);
+                        config.model.seed = seed;
+                        let t = &mut config.train;
+                        (t.frac_train, t.data_seed, t.num_epochs, t.checkpoint_every) =
+                            (frac_train, data_seed, args.epochs, args.checkpoint_every);
+                        (t.lr, t.weight_decay) = (lr, weight_decay);
+                        config.validate()?;
+                        grid.push(config);
+                    }
+                }
+            }
+        }
+    }
     check_empty_or_absent(&args.out)?;
     let device = parse_device(&args.device)?;
-    let split = Split::seeded(task.n_pairs(), config.train.frac_train, config.train.data_seed)?;
-    let init = match &args.init_from {
-        Some(path) => load_state_dict(path, &config, device)?,
-        None => HookedTransformer::new(&config.model, device)?,
+    let mut runs = Vec::new();
+    for config in &grid {
+        let split = Split::seeded(config.task.n_pairs(), config.train.frac_train, config.train.data_seed)?;
+        let init = match &args.init_from {
+            Some(path) => load_state_dict(path, config, device)?,
+            None => HookedTransformer::new(&config.model, device)?,
+        };
+        runs.push((config, init, split));
+    }
+    let folders: Vec<PathBuf> = match grid.len() {
+        1 => vec![args.out.clone()],
+        k => (0..k).map(|i| args.out.join(format!("run-{i:03}"))).collect(),
     };
-    let mut writer = RunWriter::create(&args.out, &config, &split, &init)?;
+    let mut writers = Vec::new();
+    for (folder, (config, init, split)) in folders.iter().zip(&runs) {
+        writers.push(RunWriter::create(folder, config, split, init)?);
+    }
+    if grid.len() > 1 {
+        write_index(&args.out, &folders, &grid)?;
+    }
+    let first = &runs[0];
     eprintln!(
-        "groklens: training {} on {} ({} train / {} test pairs), {} epochs, into {}",
-        task.describe(),
+        "groklens: training {} run(s) of {} on {} ({} train / {} test pairs), {} epochs, into {}",
+        grid.len(),
+        first.0.task.describe(),
         args.device,
-        split.train.len(),
-        split.test.len(),
-        config.train.num_epochs,
-        writer.dir().display()
+        first.2.train.len(),
+        first.2.test.len(),
+        args.epochs,
+        args.out.display()
     );
-    let (_, train_losses, test_losses) = groklens::train::train(&config, &init, &split, &mut writer)?;
-    if let (Some(tr), Some(te)) = (train_losses.last(), test_losses.last()) {
-        eprintln!("groklens: done: final train loss {tr:.4e}, test loss {te:.4e}");
+    let stack: Vec<_> = runs.iter().map(|(c, m, s)| (*c, m, s)).collect();
+    let mut observers: Vec<&mut dyn Observer> = writers.iter_mut().map(|w| w as &mut dyn Observer).collect();
+    let trained = groklens::train::train_stacked(&stack, &mut observers)?;
+    for ((_, train, test), folder) in trained.iter().zip(&folders) {
+        if let (Some(tr), Some(te)) = (train.last(), test.last()) {
+            eprintln!("groklens: {}: final train loss {tr:.4e}, test loss {te:.4e}", folder.display());
+        }
     }
     Ok(())
+}
+
+/// `index.json` of a grid: each run's folder and the values it varies.
+fn write_index(out: &std::path::Path, folders: &[PathBuf], grid: &[RunConfig]) -> Result<(), Error> {
+    let index: Vec<GridRun> = folders
+        .iter()
+        .zip(grid)
+        .map(|(folder, c)| GridRun {
+            folder: folder.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+            seed: c.model.seed,
+            m: c.task.g.power,
+            n: c.task.h.power,
+            frac_train: c.train.frac_train,
+            data_seed: c.train.data_seed,
+            lr: c.train.lr,
+            weight_decay: c.train.weight_decay,
+        })
+        .collect();
+    let json = serde_json::to_string_pretty(&index).map_err(|e| Error::format(e.to_string()))?;
+    write_atomic(out, "index.json", |path| std::fs::write(path, json + "\n").map_err(|e| Error::io(path, e)))
 }
 
 fn analyze(args: AnalyzeArgs) -> Result<(), Error> {
