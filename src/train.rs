@@ -174,6 +174,9 @@ pub trait Observer {
     ) -> Result<()>;
 }
 
+/// A trained model and its per-epoch train and test losses.
+pub type Trained = (HookedTransformer, Vec<f64>, Vec<f64>);
+
 /// Trains `model` for `cfg.train.num_epochs` epochs, handing each checkpoint to
 /// `observer`, with a progress bar on a terminal (a line per checkpoint elsewhere,
 /// as the seed prints). Returns the trained model and the per-epoch losses.
@@ -182,10 +185,8 @@ pub fn train(
     model: &HookedTransformer,
     split: &Split,
     observer: &mut dyn Observer,
-) -> Result<(HookedTransformer, Vec<f64>, Vec<f64>)> {
-    let mut trained = train_stacked(&[(cfg, model, split)], &mut [observer])?;
-    let (model, train, test) = trained.remove(0);
-    Ok((model, train, test))
+) -> Result<Trained> {
+    Ok(train_stacked(&[(cfg, model, split)], &mut [observer])?.remove(0))
 }
 
 /// Trains several runs as one stacked computation ([`Trainer::stacked`]), handing
@@ -194,7 +195,7 @@ pub fn train(
 pub fn train_stacked(
     runs: &[(&RunConfig, &HookedTransformer, &Split)],
     observers: &mut [&mut dyn Observer],
-) -> Result<Vec<(HookedTransformer, Vec<f64>, Vec<f64>)>> {
+) -> Result<Vec<Trained>> {
     if observers.len() != runs.len() {
         return Err(Error::config("one observer per run"));
     }
