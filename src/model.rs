@@ -360,15 +360,6 @@ impl HookedTransformer {
         }
     }
 
-    /// [`HookedTransformer::last_position`] of all p² inputs of `task`, a-major
-    /// (`task.dataset()`), the fastest way the model's depth allows.
-    pub fn all_pairs(&self, task: &crate::task::Task) -> LastPosition {
-        match self.cfg.n_layers {
-            1 if self.cfg.d_vocab_out == task.p && self.cfg.d_vocab == task.p + 1 => self.last_position_all_pairs(),
-            _ => self.last_position(&task.dataset().to_device(self.device())),
-        }
-    }
-
     /// [`HookedTransformer::last_position`] for any depth: every block before the last at
     /// every position, the last block at the last position.
     fn last_position_through_blocks(&self, tokens: &Tensor) -> LastPosition {

@@ -16,14 +16,12 @@
 //! For a batch of inputs the weighted sums are one `embedding_bag` (mode sum,
 //! per-sample weights) over the n_ctx · n_heads rows of each input; N models trained
 //! together are one stack (every weight with a leading model axis) and one bag over
-//! all their inputs. For all p² inputs
-//! `[a, b, =]` at once they are three small batched products over the (a, b) grid.
-//! The math is the model's, reordered; it agrees with the plain forward pass to
+//! all their inputs. The math is the model's, reordered; it agrees with the plain forward pass to
 //! float32 rounding (tests/parity.rs).
 
 use tch::{Kind, Tensor};
 
-use crate::model::{HookedTransformer, LastPosition};
+use crate::model::HookedTransformer;
 
 /// The tables of N models, each tensor with a leading model axis.
 struct Tables {
@@ -156,35 +154,5 @@ impl HookedTransformer {
     pub(crate) fn last_position_from_tables(&self, tokens: &Tensor, with_resid_mid: bool) -> Outputs {
         let (logits, mlp_post, resid_mid) = self.as_stack().stacked_last_position(&tokens.unsqueeze(0), with_resid_mid);
         (logits.squeeze_dim(0), mlp_post.squeeze_dim(0), resid_mid.map(|r| r.squeeze_dim(0)))
-    }
-
-    /// The last position of this one-layer model for all p² inputs `[a, b, =]`,
-    /// a-major (p = d_vocab_out, `=` = p): the table rows of a, of b and of `=`
-    /// weighted over the (a, b) grid, with no per-input gather.
-    pub(crate) fn last_position_all_pairs(&self) -> LastPosition {
-        let p = self.cfg.d_vocab_out;
-        let eq = p; // the `=` token
-        let tables = self.as_stack().tables(3, true);
-        let (scores, rows) = (tables.scores.get(0), tables.rows.get(0));
-        // Scores of the first p tokens at a position, queried by `=`: [token, head].
-        let score = |pos: i64| scores.get(pos).narrow(0, 0, p).select(1, eq);
-        let s_a = score(0).unsqueeze(1).expand([p, p, -1], false); // [a, b, head]
-        let s_b = score(1).unsqueeze(0).expand([p, p, -1], false);
-        let s_eq = scores.get(2).get(eq).get(eq).view([1, 1, -1]).expand([p, p, -1], false);
-        let pattern = Tensor::stack(&[s_a, s_b, s_eq], 3).softmax(3, Kind::Float); // [a, b, head, pos]
-        let rows_a = rows.get(0).narrow(0, 0, p); // [a, head, width]
-        let rows_b = rows.get(1).narrow(0, 0, p);
-        let rows_eq = rows.get(2).get(eq); // [head, width]
-        let mixed = pattern.select(3, 0).matmul(&rows_a) // [a, b, head] × [a, head, width]
-            + pattern.select(3, 1).permute([1, 0, 2]).matmul(&rows_b).permute([1, 0, 2])
-            + pattern.select(3, 2).matmul(&rows_eq); // [a, b, width]
-        let mixed = mixed.flatten(0, 1);
-        let (d_mlp, d_out) = (self.cfg.d_mlp, self.cfg.d_vocab_out);
-        let at_eq = |t: &Tensor| t.get(0).get(eq);
-        let mlp_post = self.act(&(mixed.narrow(1, 0, d_mlp) + at_eq(&tables.pre_base)));
-        let logits =
-            mixed.narrow(1, d_mlp, d_out) + at_eq(&tables.logit_base) + mlp_post.matmul(&tables.w_logit.get(0));
-        let resid_mid = mixed.narrow(1, d_mlp + d_out, self.cfg.d_model) + at_eq(&tables.resid_base);
-        LastPosition { resid_mid, mlp_post, logits }
     }
 }

@@ -34,7 +34,7 @@ use crate::task::Task;
 
 /// The last position over all p² inputs of `task`, a-major, without gradients.
 pub fn all_inputs(model: &HookedTransformer, task: &Task) -> LastPosition {
-    tch::no_grad(|| model.all_pairs(task))
+    tch::no_grad(|| model.last_position(&task.dataset().to_device(model.device())))
 }
 
 /// A float64 CPU copy.
