@@ -40,6 +40,9 @@ struct Tables {
     w_logit: Tensor,
 }
 
+/// Inputs per piece when a batch is read from the tables in pieces.
+const CHUNK: i64 = 4096;
+
 /// What the weighted sums of table rows give: logits, MLP activations, resid_mid.
 pub(crate) type Outputs = (Tensor, Tensor, Option<Tensor>);
 
@@ -105,10 +108,27 @@ impl HookedTransformer {
     /// `[model, batch, pos]`: logits and MLP activations `[model, batch, ·]`, and
     /// `resid_mid` only when asked for (training needs just the logits).
     pub(crate) fn stacked_last_position(&self, tokens: &Tensor, with_resid_mid: bool) -> Outputs {
+        let tables = self.tables(tokens.size()[2], with_resid_mid);
+        let batch = tokens.size()[1];
+        if batch <= CHUNK {
+            return self.read_tables(&tables, tokens, with_resid_mid);
+        }
+        // Large batches in chunks: the gathers then stay in cache (measured 2× faster
+        // on the seed's 8,939 test inputs).
+        let parts: Vec<Outputs> = (0..batch)
+            .step_by(CHUNK as usize)
+            .map(|start| self.read_tables(&tables, &tokens.narrow(1, start, CHUNK.min(batch - start)), with_resid_mid))
+            .collect();
+        let cat = |f: &dyn Fn(&Outputs) -> &Tensor| Tensor::cat(&parts.iter().map(f).collect::<Vec<_>>(), 1);
+        let resid_mid = with_resid_mid.then(|| cat(&|o| o.2.as_ref().expect("asked for")));
+        (cat(&|o| &o.0), cat(&|o| &o.1), resid_mid)
+    }
+
+    /// [`HookedTransformer::stacked_last_position`] from tables already built.
+    fn read_tables(&self, tables: &Tables, tokens: &Tensor, with_resid_mid: bool) -> Outputs {
         let (n, batch, n_pos) = (tokens.size()[0], tokens.size()[1], tokens.size()[2]);
         let (n_heads, n_vocab) = (self.cfg.n_heads, self.cfg.d_vocab);
         let device = tokens.device();
-        let tables = self.tables(n_pos, with_resid_mid);
         let model = Tensor::arange(n, (Kind::Int64, device)).view([n, 1, 1]);
         let t_last = tokens.select(2, n_pos - 1); // [model, batch]
                                                   // Row of (model, pos, token) in model·pos·vocab.
