@@ -2,12 +2,13 @@
 //! side by side in one run, alternating, on the same machine:
 //!
 //!     bash scripts/setup.sh --reference && source scripts/env.sh
-//!     cargo bench --bench train_vs_seed -- [--device cpu|cuda] [--epochs 40] [--rounds 3]
+//!     cargo bench --bench train_vs_seed -- [--device cpu|cuda] [--epochs 40] [--rounds 3] [--stacks 1,4,16]
 //!
 //! Prints seconds per epoch of each (seed config, test loss every epoch, start-up
 //! excluded), their ratio, and the physical floor: the FLOPs of groklens's
 //! formulation per epoch over the rate this machine's libtorch reaches on the
-//! largest of its matmuls.
+//! largest of its matmuls. Then the throughput of N seed-config runs (seeds 1..N)
+//! trained as one stack, in model-epochs per second, against the seed loop's.
 
 use std::process::Command;
 use std::time::Instant;
@@ -42,9 +43,19 @@ fn seed_seconds_per_epoch(device: &str, epochs: i64) -> f64 {
     })
 }
 
-fn groklens_seconds_per_epoch(cfg: &RunConfig, split: &Split, device: Device, epochs: i64) -> f64 {
-    let model = HookedTransformer::new(&cfg.model, device).expect("seed config");
-    let mut trainer = Trainer::new(cfg, &model, split);
+/// Seconds per epoch of `n` seed-config runs (seeds 1..=n) trained as one stack.
+fn groklens_seconds_per_epoch(cfg: &RunConfig, split: &Split, device: Device, epochs: i64, n: i64) -> f64 {
+    let configs: Vec<RunConfig> = (1..=n)
+        .map(|seed| {
+            let mut c = cfg.clone();
+            c.model.seed = seed;
+            c
+        })
+        .collect();
+    let models: Vec<HookedTransformer> =
+        configs.iter().map(|c| HookedTransformer::new(&c.model, device).expect("seed config")).collect();
+    let runs: Vec<_> = configs.iter().zip(&models).map(|(c, m)| (c, m, split)).collect();
+    let mut trainer = Trainer::stacked(&runs).expect("one shape");
     trainer.step(); // warm-up
     synchronize(device);
     let start = Instant::now();
@@ -73,6 +84,7 @@ fn main() {
     let device_name = arg("--device", "cpu");
     let epochs: i64 = arg("--epochs", "40").parse().expect("--epochs N");
     let rounds: usize = arg("--rounds", "3").parse().expect("--rounds N");
+    let stacks: Vec<i64> = arg("--stacks", "1,4,16").split(',').map(|n| n.parse().expect("--stacks N,N")).collect();
     let device = parse_device(&device_name).unwrap_or_else(|e| panic!("{e}"));
     let cfg = RunConfig::seed();
     let split = Split::seeded(cfg.task.n_pairs(), cfg.train.frac_train, cfg.train.data_seed).expect("seed split");
@@ -80,7 +92,7 @@ fn main() {
     let (mut ours, mut seeds) = (vec![], vec![]);
     for round in 1..=rounds {
         let seed = seed_seconds_per_epoch(&device_name, epochs);
-        let mine = groklens_seconds_per_epoch(&cfg, &split, device, epochs);
+        let mine = groklens_seconds_per_epoch(&cfg, &split, device, epochs, 1);
         println!("round {round}: seed loop {seed:.4} s/epoch, groklens {mine:.4} s/epoch, ratio {:.1}×", seed / mine);
         seeds.push(seed);
         ours.push(mine);
@@ -114,4 +126,14 @@ fn main() {
         flops / 1e9 / rate,
         mine / (flops / 1e9 / rate)
     );
+
+    for &n in &stacks {
+        let per_epoch = groklens_seconds_per_epoch(&cfg, &split, device, epochs, n);
+        println!(
+            "stack of {n}: {:.4} s/epoch, {:.1} model-epochs/s (the seed loop: {:.1})",
+            per_epoch,
+            n as f64 / per_epoch,
+            1.0 / seed
+        );
+    }
 }

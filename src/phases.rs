@@ -131,7 +131,7 @@ pub fn detect_phases(curves: &PhaseCurves, rule: &PhaseRule) -> Phases {
         tf = rule.train_fraction,
         md = rule.min_fall_decades,
         fs = rule.fall_start,
-        fe_left = 1.0 - rule.fall_end,
+        fe_left = ((1.0 - rule.fall_end) * 1e9).round() / 1e9, // 0.1, not 0.09999999999999998
     );
     let first_train = curves.train_loss.values[0];
     let memorisation_end =
