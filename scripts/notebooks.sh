@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Executes notebooks headless with the groklens kernel and exports each to HTML, into
-# notebooks/out/. With --check, opens every page in offline Chromium and fails unless
-# every chart drew and no script error was logged.
+# notebooks/out/. With --check, fails unless every chart cell displayed a chart, then
+# opens every page in offline Chromium and fails unless every chart drew and no script
+# error was logged.
 #   bash scripts/notebooks.sh [--check] [notebooks/seed.ipynb ...]   (default: all)
 # GROKLENS_EPOCHS shortens the notebooks' training runs (the default is the seed's 25,000).
 set -euo pipefail
@@ -34,6 +35,7 @@ for book in "${books[@]}"; do
     --HTMLExporter.mathjax_url=data:text/javascript, --output-dir notebooks/out "notebooks/out/$name.ipynb"
   echo "notebooks: $name executed and exported in $((SECONDS - start)) s"
   if [ "$check" = 1 ]; then
+    python scripts/check_notebook.py "notebooks/out/$name.ipynb"
     python scripts/check_html.py "notebooks/out/$name.html"
   fi
 done
