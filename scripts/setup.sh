@@ -23,7 +23,7 @@ if ! "$GROKLENS_VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version
   echo "setup: creating $GROKLENS_VENV with torch $TORCH_VERSION (about 5 GB, a few minutes)"
   python3 -m venv "$GROKLENS_VENV"
   "$GROKLENS_VENV/bin/pip" install -q --upgrade pip
-  "$GROKLENS_VENV/bin/pip" install -q "torch==$TORCH_VERSION" numpy
+  "$GROKLENS_VENV/bin/pip" install -q "torch==$TORCH_VERSION" "numpy==1.26.4"
 fi
 
 if [ "$want_reference" = 1 ]; then

@@ -70,15 +70,6 @@ pub struct KeyFrequencies {
     pub evidence: PerView<Vec<f64>>,
 }
 
-#[derive(Serialize)]
-pub struct PhaseEpochs {
-    pub memorization_end: Option<i64>,
-    pub circuit_formation_end: Option<i64>,
-    pub cleanup_end: Option<i64>,
-    pub rule: String,
-    pub evidence: Vec<(String, f64)>,
-}
-
 /// Per checkpoint. The excluded and restricted losses use the task view's key frequencies.
 #[derive(Serialize)]
 pub struct Series {
@@ -104,7 +95,7 @@ pub struct Analysis {
     #[serde(rename = "final")]
     pub final_: Final,
     pub key_frequencies: KeyFrequencies,
-    pub phases: PhaseEpochs,
+    pub phases: Phases,
     pub over_training: Series,
     /// Per-epoch losses of the training run (empty where the input has none).
     pub train_losses: Vec<f64>,
@@ -113,8 +104,6 @@ pub struct Analysis {
     pub measures: OverTraining,
     #[serde(skip)]
     pub keys: PerView<KeyFreqs>,
-    #[serde(skip)]
-    pub phase_lines: Vec<i64>,
 }
 
 /// Measures every checkpoint of `history` once, then detects (or takes) key
@@ -193,23 +182,15 @@ pub fn analyze(history: &History, overrides: &Overrides, device: Device) -> Resu
         class_collapse: measures.class_collapse.clone(),
         residual_fraction: residual,
     };
-    let phase_lines = phases.lines();
     Ok(Analysis {
         task: task.describe(),
         final_,
         key_frequencies,
-        phases: PhaseEpochs {
-            memorization_end: phases.memorisation_end,
-            circuit_formation_end: phases.circuit_formation_end,
-            cleanup_end: phases.cleanup_end,
-            rule: phases.rule,
-            evidence: phases.evidence,
-        },
+        phases,
         over_training,
         train_losses: history.train_losses.clone(),
         test_losses: history.test_losses.clone(),
         measures,
         keys,
-        phase_lines,
     })
 }

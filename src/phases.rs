@@ -85,6 +85,7 @@ impl Default for PhaseRule {
 /// Phase boundaries in epochs, with how they were found.
 #[derive(Clone, Debug, Serialize)]
 pub struct Phases {
+    #[serde(rename = "memorization_end")]
     pub memorisation_end: Option<i64>,
     pub circuit_formation_end: Option<i64>,
     pub cleanup_end: Option<i64>,

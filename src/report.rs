@@ -9,7 +9,7 @@ use crate::plot::{line, write_html, Figure};
 /// The report's charts, in reading order.
 pub fn figures(a: &Analysis) -> Vec<Figure> {
     let s = &a.over_training;
-    let lines = &a.phase_lines;
+    let lines = &a.phases.lines();
     let freqs: Vec<i64> = (1..=a.final_.logit_cos_sim.task.len() as i64).collect();
     let mut figs = Vec::new();
     if !a.train_losses.is_empty() {

@@ -82,8 +82,8 @@ pub struct Trainer {
 
 impl Trainer {
     /// One run.
-    pub fn new(cfg: &RunConfig, model: &HookedTransformer, split: &Split) -> Self {
-        Self::stacked(&[(cfg, model, split)]).expect("one run always stacks")
+    pub fn new(cfg: &RunConfig, model: &HookedTransformer, split: &Split) -> Result<Self> {
+        Self::stacked(&[(cfg, model, split)])
     }
 
     /// Several runs of one model shape, number of epochs, betas and p, each with its

@@ -171,7 +171,7 @@ fn first_100_epochs_match_the_seeds_loop() {
         let cfg = run_config(&g);
         let split = Split::seeded(cfg.task.n_pairs(), cfg.train.frac_train, cfg.train.data_seed).unwrap();
         let model = HookedTransformer::new(&cfg.model, Device::Cpu).unwrap();
-        let mut trainer = Trainer::new(&cfg, &model, &split);
+        let mut trainer = Trainer::new(&cfg, &model, &split).unwrap();
         let (train, test): (Vec<f64>, Vec<f64>) = (0..100).map(|_| trainer.step()[0]).unzip();
         let (their_train, their_test) = (f64s(&g["train_losses"]), f64s(&g["test_losses"]));
         let n = exact_epochs;
@@ -208,7 +208,7 @@ fn steps_from_the_peers_state_match() {
             .filter_map(|(n, t)| n.strip_prefix("param.").map(|n| (n.to_string(), t.shallow_clone())))
             .collect();
         let model = HookedTransformer::from_state_dict(&cfg.model, &weights, Device::Cpu).unwrap();
-        let mut trainer = Trainer::new(&cfg, &model, &split);
+        let mut trainer = Trainer::new(&cfg, &model, &split).unwrap();
         let names: Vec<String> = model
             .named_parameters()
             .into_iter()

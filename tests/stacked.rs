@@ -30,7 +30,7 @@ fn a_stack_trains_each_run_as_if_alone() {
         configs.iter().map(|c| HookedTransformer::new(&c.model, Device::Cpu).unwrap()).collect();
     let runs: Vec<_> = (0..3).map(|i| (&configs[i], &models[i], &splits[i])).collect();
     let mut stack = Trainer::stacked(&runs).unwrap();
-    let mut alone: Vec<Trainer> = runs.iter().map(|(c, m, s)| Trainer::new(c, m, s)).collect();
+    let mut alone: Vec<Trainer> = runs.iter().map(|(c, m, s)| Trainer::new(c, m, s).unwrap()).collect();
     let mut worst: f64 = 0.0;
     for epoch in 0..200 {
         let together = stack.step();

@@ -253,7 +253,7 @@ fn analyze(args: AnalyzeArgs) -> Result<(), Error> {
         start.elapsed().as_secs_f64(),
         k.task,
         k.standard,
-        analysis.phase_lines,
+        analysis.phases.lines(),
         args.out.display()
     );
     Ok(())
