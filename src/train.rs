@@ -34,15 +34,17 @@ pub struct Batches {
 
 impl Batches {
     pub fn new(runs: &[(&RunConfig, &Split)], device: Device) -> Self {
+        // Each run's p² inputs and labels, built once for both sets.
+        let all: Vec<(Tensor, Tensor)> = runs.iter().map(|(cfg, _)| (cfg.task.dataset(), cfg.task.labels())).collect();
         let pick = |indices: &dyn Fn(&Split) -> &Vec<i64>| {
             let longest = runs.iter().map(|(_, s)| indices(s).len()).max().unwrap_or(0) as i64;
             let (mut data, mut labels, mut mask) = (vec![], vec![], vec![]);
-            for (cfg, split) in runs {
+            for ((_, split), (dataset, all_labels)) in runs.iter().zip(&all) {
                 let rows = Tensor::from_slice(indices(split));
                 let pad = longest - indices(split).len() as i64;
                 let padded = Tensor::cat(&[rows, Tensor::zeros([pad], (Kind::Int64, Device::Cpu))], 0);
-                data.push(cfg.task.dataset().index_select(0, &padded));
-                labels.push(cfg.task.labels().index_select(0, &padded));
+                data.push(dataset.index_select(0, &padded));
+                labels.push(all_labels.index_select(0, &padded));
                 mask.push(Tensor::cat(
                     &[
                         Tensor::ones([longest - pad], (Kind::Double, Device::Cpu)),
@@ -77,7 +79,6 @@ pub struct Trainer {
     stack: HookedTransformer,
     optimizer: AdamW,
     batches: Batches,
-    epoch: i64,
 }
 
 impl Trainer {
@@ -118,7 +119,7 @@ impl Trainer {
         let optimizer = AdamW::new(params, &lr, &wd, first.train.betas);
         let data: Vec<(&RunConfig, &Split)> = runs.iter().map(|(c, _, s)| (*c, *s)).collect();
         let batches = Batches::new(&data, stack.device());
-        Ok(Trainer { stack, optimizer, batches, epoch: 0 })
+        Ok(Trainer { stack, optimizer, batches })
     }
 
     /// One epoch of every model; returns each model's (train loss, test loss).
@@ -131,23 +132,8 @@ impl Trainer {
         let test_loss = tch::no_grad(|| {
             stacked_loss(&self.stack.stacked_last_position(&b.test_data, false).0, &b.test_labels, &b.test_mask)
         });
-        self.epoch += 1;
         let (train, test) = (Vec::<f64>::try_from(&train_loss.detach()), Vec::<f64>::try_from(&test_loss));
         train.unwrap_or_default().into_iter().zip(test.unwrap_or_default()).collect()
-    }
-
-    /// Epochs done so far.
-    pub fn epoch(&self) -> i64 {
-        self.epoch
-    }
-
-    /// How many models train together.
-    pub fn len(&self) -> usize {
-        self.stack.embed.W_E.size()[0] as usize
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Model i as it is now (its weights, detached, still on the training device).
