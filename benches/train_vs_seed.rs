@@ -56,11 +56,11 @@ fn groklens_seconds_per_epoch(cfg: &RunConfig, split: &Split, device: Device, ep
         configs.iter().map(|c| HookedTransformer::new(&c.model, device).expect("seed config")).collect();
     let runs: Vec<_> = configs.iter().zip(&models).map(|(c, m)| (c, m, split)).collect();
     let mut trainer = Trainer::stacked(&runs).expect("one shape");
-    trainer.step(); // warm-up
+    let _ = trainer.step(); // warm-up
     synchronize(device);
     let start = Instant::now();
     for _ in 0..epochs {
-        trainer.step();
+        let _ = trainer.step();
     }
     synchronize(device);
     start.elapsed().as_secs_f64() / epochs as f64

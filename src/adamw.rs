@@ -9,7 +9,8 @@
 //! ```
 //!
 //! The parameters may be stacks of N models' weights (leading model axis), each model
-//! with its own lr and weight decay.
+//! with its own lr and weight decay. Every operation is elementwise, so the trainer's
+//! one flat `[model, all weights]` tensor gets the same numbers as each weight alone.
 
 use tch::Tensor;
 
@@ -54,29 +55,24 @@ impl AdamW {
         (self.exp_avg, self.exp_avg_sq, self.step) = (exp_avg, exp_avg_sq, step);
     }
 
-    /// One update from the gradients the parameters hold; then clears them.
-    pub fn step(&mut self) {
+    /// One update from `grads`, one per parameter.
+    pub fn step(&mut self, grads: &[Tensor]) {
+        assert_eq!(grads.len(), self.params.len(), "one gradient per parameter");
         self.step += 1;
         let (b1, b2) = self.betas;
         let bias_correction1 = 1.0 - b1.powi(self.step);
         let bias_correction2_sqrt = (1.0 - b2.powi(self.step)).sqrt();
         let step_size: Vec<f64> = self.lr.iter().map(|lr| lr / bias_correction1).collect();
         let step_size = per_model(&step_size, self.decay.device());
-        let _guard = tch::no_grad_guard();
-        for ((p, m), v) in self.params.iter_mut().zip(&mut self.exp_avg).zip(&mut self.exp_avg_sq) {
-            let g = p.grad();
-            if !g.defined() {
-                continue;
-            }
+        for (((p, m), v), g) in self.params.iter_mut().zip(&mut self.exp_avg).zip(&mut self.exp_avg_sq).zip(grads) {
             // [model] → [model, 1, …] against this parameter.
             let mut shape = vec![1i64; p.dim()];
             shape[0] = -1;
             let _ = p.g_mul_(&self.decay.view(shape.as_slice()));
-            let _ = m.lerp_(&g, 1.0 - b1);
-            let _ = v.g_mul_scalar_(b2).g_add_(&(&g * &g * (1.0 - b2)));
+            let _ = m.lerp_(g, 1.0 - b1);
+            let _ = v.g_mul_scalar_(b2).g_add_(&(g * g * (1.0 - b2)));
             let denom = (v.sqrt() / bias_correction2_sqrt).g_add_scalar_(self.eps);
             let _ = p.g_sub_(&(&*m * step_size.view(shape.as_slice()) / denom));
-            p.zero_grad();
         }
     }
 }

@@ -409,7 +409,7 @@ pub(crate) fn project(x: &Tensor, w: &Tensor, b: &Tensor) -> Tensor {
     x.matmul(&w.permute([1, 0, 2]).reshape([d, h * dh])).view(shape.as_slice()) + b
 }
 
-fn is_weight_name(name: &str) -> bool {
+pub(crate) fn is_weight_name(name: &str) -> bool {
     name.rsplit('.').next().is_some_and(|leaf| leaf.starts_with("W_"))
 }
 

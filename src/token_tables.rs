@@ -16,20 +16,28 @@
 //! For a batch of inputs the weighted sums are one `embedding_bag` (mode sum,
 //! per-sample weights) over the n_ctx · n_heads rows of each input; N models trained
 //! together are one stack (every weight with a leading model axis) and one bag over
-//! all their inputs. The math is the model's, reordered; it agrees with the plain forward pass to
-//! float32 rounding (tests/parity.rs).
+//! all their inputs. The math is the model's, reordered; it agrees with the plain
+//! forward pass to float32 rounding (tests/parity.rs). The tables and what each input
+//! read from them are kept for the hand-written backward pass (`crate::gradient`).
 
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use crate::model::HookedTransformer;
 
 /// The tables of N models, each tensor with a leading model axis.
-struct Tables {
+pub(crate) struct Tables {
+    /// Every (position, token) embedding: `[model, pos, vocab, d_model]`.
+    pub x: Tensor,
+    /// The query of every token at the last position: `[model, vocab, head·d_head]`.
+    pub q: Tensor,
+    /// Key and value of every (position, token): `[model, pos·vocab, 2·head·d_head]`,
+    /// keys first.
+    pub kv: Tensor,
     /// Attention score of (position, key token) for each query token:
     /// `[model, pos, key token, query token, head]`.
     scores: Tensor,
-    /// Per (position, token, head): VO·W_in, VO·W_U and, when asked for, VO:
-    /// `[model, pos, token, head, width]`.
+    /// Per (position, token, head): VO·W_in, VO·W_U and VO,
+    /// `[model · pos · token · head, d_mlp + d_vocab_out + d_model]`.
     rows: Tensor,
     /// What the last token adds directly, with the biases, per query token:
     /// to the residual `[model, vocab, d_model]`, to the MLP input, to the logits.
@@ -37,26 +45,57 @@ struct Tables {
     pre_base: Tensor,
     logit_base: Tensor,
     /// W_out · W_U: `[model, d_mlp, d_vocab_out]`.
-    w_logit: Tensor,
+    pub w_logit: Tensor,
 }
 
-/// Inputs per piece when a batch is read from the tables in pieces.
+/// What a batch of inputs `[model, batch, pos]` read from the tables.
+pub(crate) struct Read {
+    /// Row of each input's (model, position, token) in model·pos·vocab: `[model, batch, pos]`.
+    pub key_rows: Tensor,
+    /// Row of each input's (model, last token) in model·vocab: `[model, batch]`.
+    pub last_rows: Tensor,
+    /// The last position's attention pattern: `[model, batch, pos, head]`.
+    pub pattern: Tensor,
+    /// MLP input and activations: `[model, batch, d_mlp]`.
+    pub pre: Tensor,
+    pub post: Tensor,
+    /// `[model, batch, d_vocab_out]`.
+    pub logits: Tensor,
+    /// `[model, batch, d_model]`, when asked for.
+    pub resid_mid: Option<Tensor>,
+}
+
+impl Read {
+    /// What the first `len` inputs read.
+    pub fn first(&self, len: i64) -> Read {
+        let first = |t: &Tensor| t.narrow(1, 0, len);
+        Read {
+            key_rows: first(&self.key_rows),
+            last_rows: first(&self.last_rows),
+            pattern: first(&self.pattern),
+            pre: first(&self.pre),
+            post: first(&self.post),
+            logits: first(&self.logits),
+            resid_mid: self.resid_mid.as_ref().map(first),
+        }
+    }
+}
+
+/// Inputs per piece when a batch is read from the tables in pieces on the CPU.
 const CHUNK: i64 = 4096;
 
-/// What the weighted sums of table rows give: logits, MLP activations, resid_mid.
-pub(crate) type Outputs = (Tensor, Tensor, Option<Tensor>);
+/// Where to cut `len` inputs into pieces on `device`: on the CPU in pieces of [`CHUNK`]
+/// (the gathers then stay in cache: measured 2× faster on the seed's 8,939 test
+/// inputs), elsewhere in one piece (fewer kernel launches).
+pub(crate) fn pieces(len: i64, device: Device) -> Vec<(i64, i64)> {
+    let step = if device == Device::Cpu { CHUNK } else { len.max(1) };
+    (0..len).step_by(step as usize).map(|start| (start, step.min(len - start))).collect()
+}
 
-/// `x · W + b` per head for N models: `[model, .., d_model]` → `[model, .., head, d_head]`.
-fn project_stacked(x: &Tensor, w: &Tensor, b: &Tensor) -> Tensor {
-    let (n, h, d, dh) = (w.size()[0], w.size()[1], w.size()[2], w.size()[3]);
-    let mut shape = x.size();
-    shape.pop();
-    shape.extend([h, dh]);
-    let mut bias_shape = vec![n];
-    bias_shape.extend(std::iter::repeat_n(1, shape.len() - 3));
-    bias_shape.extend([h, dh]);
-    x.reshape([n, -1, d]).bmm(&w.permute([0, 2, 1, 3]).reshape([n, d, h * dh])).view(shape.as_slice())
-        + b.view(bias_shape.as_slice())
+/// `[model, h, d, e]` → `[model, d, h·e]`: the per-head projection as one matrix.
+pub(crate) fn heads_as_columns(w: &Tensor) -> Tensor {
+    let (n, h, d, e) = (w.size()[0], w.size()[1], w.size()[2], w.size()[3]);
+    w.permute([0, 2, 1, 3]).reshape([n, d, h * e])
 }
 
 impl HookedTransformer {
@@ -65,74 +104,60 @@ impl HookedTransformer {
         self.map_parameters(|_, t| t.unsqueeze(0))
     }
 
-    /// The tables of a stack of one-layer models (every weight `[model, ..]`).
-    fn tables(&self, n_pos: i64, with_resid_mid: bool) -> Tables {
+    /// The tables of a stack of one-layer models (every weight `[model, ..]`) for
+    /// inputs of `n_pos` positions.
+    pub(crate) fn tables(&self, n_pos: i64) -> Tables {
         let cfg = &self.cfg;
-        let (n_heads, d_head, n_vocab) = (cfg.n_heads, cfg.d_head, cfg.d_vocab);
+        let (n_heads, d_head, n_vocab, d_model) = (cfg.n_heads, cfg.d_head, cfg.d_vocab, cfg.d_model);
+        let he = n_heads * d_head;
         let (a, m) = (&self.blocks[0].attn, &self.blocks[0].mlp);
         let n = self.embed.W_E.size()[0];
-        // Every (position, token) embedding: [model, pos, vocab, d_model].
         let x = self.embed.W_E.unsqueeze(1) + self.pos_embed.W_pos.narrow(1, 0, n_pos).unsqueeze(2);
         let x_last = x.select(1, n_pos - 1); // [model, vocab, d_model]
-        let q = project_stacked(&x_last, &a.W_Q, &a.b_Q); // [model, query token, head, d_head]
-        let k = project_stacked(&x, &a.W_K, &a.b_K); // [model, pos, key token, head, d_head]
-        let v = project_stacked(&x, &a.W_V, &a.b_V);
-        let scores = k
-            .permute([0, 3, 1, 2, 4])
-            .reshape([n * n_heads, n_pos * n_vocab, d_head])
-            .bmm(&q.permute([0, 2, 3, 1]).reshape([n * n_heads, d_head, n_vocab]))
+        let q = x_last.bmm(&heads_as_columns(&a.W_Q)) + a.b_Q.view([n, 1, he]);
+        let w_kv = Tensor::cat(&[heads_as_columns(&a.W_K), heads_as_columns(&a.W_V)], 2);
+        let b_kv = Tensor::cat(&[a.b_K.view([n, 1, he]), a.b_V.view([n, 1, he])], 2);
+        let kv = x.view([n, n_pos * n_vocab, d_model]).bmm(&w_kv) + b_kv; // [model, pos·vocab, 2·he]
+        let k = kv.narrow(2, 0, he).reshape([n, n_pos * n_vocab, n_heads, d_head]).permute([0, 2, 1, 3]);
+        let q_heads = q.view([n, n_vocab, n_heads, d_head]).permute([0, 2, 3, 1]);
+        let scores = k.reshape([n * n_heads, n_pos * n_vocab, d_head]).bmm(&q_heads.reshape([n * n_heads, d_head, n_vocab]))
             / (d_head as f64).sqrt(); // [model·head, pos·vocab, query token]
         let scores = scores.view([n, n_heads, n_pos, n_vocab, n_vocab]).permute([0, 2, 3, 4, 1]);
-        let vo = Tensor::einsum("npvhe,nhed->npvhd", &[&v, &a.W_O], None::<i64>); // [model, pos, vocab, head, d_model]
-        let through = |w: &Tensor| Tensor::einsum("npvhd,ndk->npvhk", &[&vo, w], None::<i64>);
-        let mut parts = vec![through(&m.W_in), through(&self.unembed.W_U)];
-        if with_resid_mid {
-            parts.push(vo.shallow_clone());
-        }
+        // VO per (position, token, head): [model, pos·vocab·head, d_model].
+        let v = kv.narrow(2, he, he).reshape([n, n_pos * n_vocab, n_heads, d_head]);
+        let vo = Tensor::einsum("nthe,nhed->nthd", &[&v, &a.W_O], None::<i64>).reshape([n, -1, d_model]);
+        let rows = Tensor::cat(&[vo.bmm(&m.W_in), vo.bmm(&self.unembed.W_U), vo], 2);
         let resid_base = &x_last + a.b_O.unsqueeze(1);
         let pre_base = resid_base.bmm(&m.W_in) + m.b_in.unsqueeze(1);
         let logit_base = resid_base.bmm(&self.unembed.W_U)
             + m.b_out.unsqueeze(1).bmm(&self.unembed.W_U)
             + self.unembed.b_U.unsqueeze(1);
+        let width = rows.size()[2];
         Tables {
             scores: scores.contiguous(),
-            rows: Tensor::cat(&parts, -1),
+            rows: rows.view([-1, width]),
             resid_base,
             pre_base,
             logit_base,
             w_logit: m.W_out.bmm(&self.unembed.W_U),
+            x,
+            q,
+            kv,
         }
     }
 
-    /// The last position of a stack of one-layer models, each on its own inputs
-    /// `[model, batch, pos]`: logits and MLP activations `[model, batch, ·]`, and
-    /// `resid_mid` only when asked for (training needs just the logits).
-    pub(crate) fn stacked_last_position(&self, tokens: &Tensor, with_resid_mid: bool) -> Outputs {
-        let tables = self.tables(tokens.size()[2], with_resid_mid);
-        let batch = tokens.size()[1];
-        if batch <= CHUNK {
-            return self.read_tables(&tables, tokens, with_resid_mid);
-        }
-        // Large batches in chunks: the gathers then stay in cache (measured 2× faster
-        // on the seed's 8,939 test inputs).
-        let parts: Vec<Outputs> = (0..batch)
-            .step_by(CHUNK as usize)
-            .map(|start| self.read_tables(&tables, &tokens.narrow(1, start, CHUNK.min(batch - start)), with_resid_mid))
-            .collect();
-        let cat = |f: &dyn Fn(&Outputs) -> &Tensor| Tensor::cat(&parts.iter().map(f).collect::<Vec<_>>(), 1);
-        let resid_mid = with_resid_mid.then(|| cat(&|o| o.2.as_ref().expect("asked for")));
-        (cat(&|o| &o.0), cat(&|o| &o.1), resid_mid)
-    }
-
-    /// [`HookedTransformer::stacked_last_position`] from tables already built.
-    fn read_tables(&self, tables: &Tables, tokens: &Tensor, with_resid_mid: bool) -> Outputs {
+    /// Reads inputs `[model, batch, pos]` (each model its own) from `tables`;
+    /// `resid_mid` only when asked for.
+    pub(crate) fn read_tables(&self, tables: &Tables, tokens: &Tensor, with_resid_mid: bool) -> Read {
         let (n, batch, n_pos) = (tokens.size()[0], tokens.size()[1], tokens.size()[2]);
         let (n_heads, n_vocab) = (self.cfg.n_heads, self.cfg.d_vocab);
+        let (d_mlp, d_out) = (self.cfg.d_mlp, self.cfg.d_vocab_out);
         let device = tokens.device();
-        let model = Tensor::arange(n, (Kind::Int64, device)).view([n, 1, 1]);
+        let model = Tensor::arange(n, (Kind::Int64, device)).view([n, 1]);
         let t_last = tokens.select(2, n_pos - 1); // [model, batch]
-                                                  // Row of (model, pos, token) in model·pos·vocab.
-        let key_rows = (model * n_pos + Tensor::arange(n_pos, (Kind::Int64, device))) * n_vocab + tokens;
+        let key_rows =
+            (model.unsqueeze(2) * n_pos + Tensor::arange(n_pos, (Kind::Int64, device))) * n_vocab + tokens;
+        let last_rows = model * n_vocab + &t_last;
         let score_rows = (&key_rows * n_vocab + t_last.unsqueeze(2)).flatten(0, 2);
         // The last query sees every position: softmax over all of them.
         let pattern = tables
@@ -141,12 +166,13 @@ impl HookedTransformer {
             .index_select(0, &score_rows)
             .view([n, batch, n_pos, n_heads])
             .softmax(2, Kind::Float);
-        let width = tables.rows.size()[4];
+        let rows = if with_resid_mid { tables.rows.shallow_clone() } else { tables.rows.narrow(1, 0, d_mlp + d_out) };
+        let width = rows.size()[1];
         let bag_rows =
             (key_rows.unsqueeze(-1) * n_heads + Tensor::arange(n_heads, (Kind::Int64, device))).flatten(0, 3);
         let offsets = Tensor::arange(n * batch, (Kind::Int64, device)) * (n_pos * n_heads);
         let (mixed, _, _, _) = Tensor::embedding_bag(
-            &tables.rows.view([-1, width]),
+            &rows.contiguous(),
             &bag_rows,
             &offsets,
             false,
@@ -156,22 +182,41 @@ impl HookedTransformer {
             false,
         );
         let mixed = mixed.view([n, batch, width]);
-        // Each input's query-token row of the bases: row model·vocab + t_last.
-        let base_rows = (Tensor::arange(n, (Kind::Int64, device)).unsqueeze(1) * n_vocab + &t_last).flatten(0, 1);
+        // Each input's query-token row of the bases.
+        let flat_last = last_rows.flatten(0, 1);
         let base = |t: &Tensor| {
             let width = t.size()[2];
-            t.view([-1, width]).index_select(0, &base_rows).view([n, batch, width])
+            t.view([-1, width]).index_select(0, &flat_last).view([n, batch, width])
         };
-        let (d_mlp, d_out) = (self.cfg.d_mlp, self.cfg.d_vocab_out);
-        let mlp_post = self.act(&(mixed.narrow(2, 0, d_mlp) + base(&tables.pre_base)));
-        let logits = mixed.narrow(2, d_mlp, d_out) + base(&tables.logit_base) + mlp_post.bmm(&tables.w_logit);
+        let pre = mixed.narrow(2, 0, d_mlp) + base(&tables.pre_base);
+        let post = self.act(&pre);
+        let logits = (mixed.narrow(2, d_mlp, d_out) + base(&tables.logit_base)).baddbmm(&post, &tables.w_logit, 1, 1);
         let resid_mid =
             with_resid_mid.then(|| mixed.narrow(2, d_mlp + d_out, self.cfg.d_model) + base(&tables.resid_base));
-        (logits, mlp_post, resid_mid)
+        Read { key_rows, last_rows, pattern, pre, post, logits, resid_mid }
     }
 
-    /// The last position of this one-layer model for a batch of inputs `[batch, pos]`.
-    pub(crate) fn last_position_from_tables(&self, tokens: &Tensor, with_resid_mid: bool) -> Outputs {
+    /// The last position of a stack of one-layer models, each on its own inputs
+    /// `[model, batch, pos]`: logits and MLP activations `[model, batch, ·]`, and
+    /// `resid_mid` only when asked for.
+    fn stacked_last_position(&self, tokens: &Tensor, with_resid_mid: bool) -> (Tensor, Tensor, Option<Tensor>) {
+        let tables = self.tables(tokens.size()[2]);
+        let reads: Vec<Read> = pieces(tokens.size()[1], tokens.device())
+            .into_iter()
+            .map(|(start, len)| self.read_tables(&tables, &tokens.narrow(1, start, len), with_resid_mid))
+            .collect();
+        let cat = |f: &dyn Fn(&Read) -> &Tensor| Tensor::cat(&reads.iter().map(f).collect::<Vec<_>>(), 1);
+        let resid_mid = with_resid_mid.then(|| cat(&|r| r.resid_mid.as_ref().expect("asked for")));
+        (cat(&|r| &r.logits), cat(&|r| &r.post), resid_mid)
+    }
+
+    /// The last position of this one-layer model for a batch of inputs `[batch, pos]`:
+    /// logits, MLP activations and, when asked for, resid_mid.
+    pub(crate) fn last_position_from_tables(
+        &self,
+        tokens: &Tensor,
+        with_resid_mid: bool,
+    ) -> (Tensor, Tensor, Option<Tensor>) {
         let (logits, mlp_post, resid_mid) = self.as_stack().stacked_last_position(&tokens.unsqueeze(0), with_resid_mid);
         (logits.squeeze_dim(0), mlp_post.squeeze_dim(0), resid_mid.map(|r| r.squeeze_dim(0)))
     }

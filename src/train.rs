@@ -9,10 +9,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tch::{Device, Kind, Tensor};
 
 use crate::adamw::AdamW;
+use crate::gradient::{logit_gradient, weight_gradients};
 use crate::config::{ModelConfig, RunConfig};
 use crate::error::{Error, Result};
-use crate::model::HookedTransformer;
+use crate::model::{is_weight_name, HookedTransformer};
 use crate::task::Split;
+use crate::token_tables::{pieces, Read, Tables};
 
 /// The seed's `loss_fn`: mean cross-entropy of last-position logits, in float64.
 pub fn loss_fn(last_logits: &Tensor, labels: &Tensor) -> Tensor {
@@ -20,65 +22,80 @@ pub fn loss_fn(last_logits: &Tensor, labels: &Tensor) -> Tensor {
     -log_probs.gather(-1, &labels.unsqueeze(-1), false).squeeze_dim(-1).mean(Kind::Double)
 }
 
-/// Train and test inputs and labels of N runs, on the training device, each set padded
-/// to the longest run's length: `[model, batch, 3]` and `[model, batch]`, with a mask
-/// (1 for a real row, 0 for padding) that the loss weighs rows by.
-pub struct Batches {
-    pub train_data: Tensor,
-    pub train_labels: Tensor,
-    pub train_mask: Tensor,
-    pub test_data: Tensor,
-    pub test_labels: Tensor,
-    pub test_mask: Tensor,
+/// Train and test inputs and labels of N runs on the training device, each run's
+/// training rows then its test rows, each set padded to the longest run's:
+/// `[model, train + test, pos]` and `[model, train + test]`.
+struct Batches {
+    data: Tensor,
+    labels: Tensor,
+    /// Rows of the (padded) training set; the test set follows.
+    n_train: i64,
+    /// What each row weighs in each run's train and test loss: 1/(the run's set size)
+    /// for its real rows, 0 for padding and for the other set: `[model, rows, 2]` float64.
+    loss_weights: Tensor,
+    /// The training part of `labels` and of the train-loss weights: `[model, n_train]`.
+    train_labels: Tensor,
+    train_weights: Tensor,
 }
 
 impl Batches {
-    pub fn new(runs: &[(&RunConfig, &Split)], device: Device) -> Self {
-        // Each run's p² inputs and labels, built once for both sets.
-        let all: Vec<(Tensor, Tensor)> = runs.iter().map(|(cfg, _)| (cfg.task.dataset(), cfg.task.labels())).collect();
-        let pick = |indices: &dyn Fn(&Split) -> &Vec<i64>| {
-            let longest = runs.iter().map(|(_, s)| indices(s).len()).max().unwrap_or(0) as i64;
-            let (mut data, mut labels, mut mask) = (vec![], vec![], vec![]);
-            for ((_, split), (dataset, all_labels)) in runs.iter().zip(&all) {
-                let rows = Tensor::from_slice(indices(split));
-                let pad = longest - indices(split).len() as i64;
-                let padded = Tensor::cat(&[rows, Tensor::zeros([pad], (Kind::Int64, Device::Cpu))], 0);
-                data.push(dataset.index_select(0, &padded));
-                labels.push(all_labels.index_select(0, &padded));
-                mask.push(Tensor::cat(
-                    &[
-                        Tensor::ones([longest - pad], (Kind::Double, Device::Cpu)),
-                        Tensor::zeros([pad], (Kind::Double, Device::Cpu)),
-                    ],
-                    0,
-                ));
-            }
-            (
-                Tensor::stack(&data, 0).to_device(device),
-                Tensor::stack(&labels, 0).to_device(device),
-                Tensor::stack(&mask, 0).to_device(device),
-            )
+    fn new(runs: &[(&RunConfig, &Split)], device: Device) -> Self {
+        let longest = |indices: &dyn Fn(&Split) -> &Vec<i64>| {
+            runs.iter().map(|(_, s)| indices(s).len()).max().unwrap_or(0) as i64
         };
-        let (train_data, train_labels, train_mask) = pick(&|s| &s.train);
-        let (test_data, test_labels, test_mask) = pick(&|s| &s.test);
-        Batches { train_data, train_labels, train_mask, test_data, test_labels, test_mask }
+        let (n_train, n_test) = (longest(&|s| &s.train), longest(&|s| &s.test));
+        let (mut data, mut labels, mut weights) = (vec![], vec![], vec![]);
+        for (cfg, split) in runs {
+            let (dataset, all_labels) = (cfg.task.dataset(), cfg.task.labels());
+            let mut rows = vec![0i64; (n_train + n_test) as usize];
+            let mut w = vec![0f64; 2 * rows.len()];
+            for (set, indices, offset) in [(0, &split.train, 0), (1, &split.test, n_train as usize)] {
+                for (i, &row) in indices.iter().enumerate() {
+                    rows[offset + i] = row;
+                    w[2 * (offset + i) + set] = 1.0 / indices.len() as f64;
+                }
+            }
+            let rows = Tensor::from_slice(&rows);
+            data.push(dataset.index_select(0, &rows));
+            labels.push(all_labels.index_select(0, &rows));
+            weights.push(Tensor::from_slice(&w).view([-1, 2]));
+        }
+        let stack = |t: &[Tensor]| Tensor::stack(t, 0).to_device(device);
+        let (data, labels, loss_weights) = (stack(&data), stack(&labels), stack(&weights));
+        let train_labels = labels.narrow(1, 0, n_train);
+        let train_weights = loss_weights.narrow(1, 0, n_train).select(2, 0);
+        Batches { data, labels, n_train, loss_weights, train_labels, train_weights }
     }
 }
 
-/// [`loss_fn`] of each model over its own real rows: `[model]` float64.
-fn stacked_loss(logits: &Tensor, labels: &Tensor, mask: &Tensor) -> Tensor {
-    let log_probs = logits.to_kind(Kind::Double).log_softmax(-1, Kind::Double);
-    let correct = log_probs.gather(-1, &labels.unsqueeze(-1), false).squeeze_dim(-1); // [model, batch]
-    -(correct * mask).sum_dim_intlist(1, false, Kind::Double) / mask.sum_dim_intlist(1, false, Kind::Double)
+/// One forward pass of every run over all its rows, with what the backward pass needs.
+struct Pass {
+    tables: Tables,
+    /// What the training rows read from the tables, with resid_mid.
+    train: Read,
+    /// Their float64 log-probabilities.
+    train_log_probs: Tensor,
+    /// Each run's train and test loss: `[model, 2]` float64.
+    losses: Tensor,
 }
 
 /// N one-layer models trained together as one stacked computation (N may be 1):
 /// their weights stacked on a leading model axis, their optimizer and their data.
 /// Each model's losses and updates are its own; only the arithmetic is shared.
+///
+/// Each epoch is one forward pass over the training and test rows together (the test
+/// loss after a step is the same pass as the train loss before the next), a
+/// hand-written backward pass ([`crate::gradient`]) and one AdamW step over a single
+/// flat tensor holding every trainable weight: a fixed number of kernels per epoch.
 pub struct Trainer {
+    /// The stack, its weights `W_*` views into `weights`.
     stack: HookedTransformer,
+    /// Every trainable weight of every model: `[model, Σ weight sizes]`.
+    weights: Tensor,
     optimizer: AdamW,
     batches: Batches,
+    /// The forward pass of the weights as they are now.
+    now: Pass,
 }
 
 impl Trainer {
@@ -112,40 +129,94 @@ impl Trainer {
             }
         }
         let models: Vec<&HookedTransformer> = runs.iter().map(|(_, m, _)| *m).collect();
-        let stack = HookedTransformer::stack(&models).trainable_copy();
-        let params = stack.trainable_parameters().into_iter().map(Tensor::shallow_clone).collect();
+        let stack = HookedTransformer::stack(&models);
+        let n = runs.len() as i64;
+        let weights = Tensor::cat(
+            &stack.trainable_parameters().iter().map(|t| t.detach().reshape([n, -1])).collect::<Vec<_>>(),
+            1,
+        );
+        let mut offset = 0;
+        let stack = stack.map_parameters(|name, t| {
+            if !is_weight_name(name) {
+                return t.detach();
+            }
+            let size = t.numel() as i64 / n;
+            offset += size;
+            weights.narrow(1, offset - size, size).view(t.size().as_slice())
+        });
         let lr: Vec<f64> = runs.iter().map(|(c, _, _)| c.train.lr).collect();
         let wd: Vec<f64> = runs.iter().map(|(c, _, _)| c.train.weight_decay).collect();
-        let optimizer = AdamW::new(params, &lr, &wd, first.train.betas);
+        let optimizer = AdamW::new(vec![weights.shallow_clone()], &lr, &wd, first.train.betas);
         let data: Vec<(&RunConfig, &Split)> = runs.iter().map(|(c, _, s)| (*c, *s)).collect();
         let batches = Batches::new(&data, stack.device());
-        Ok(Trainer { stack, optimizer, batches })
+        let now = forward(&stack, &batches);
+        Ok(Trainer { stack, weights, optimizer, batches, now })
     }
 
-    /// One epoch of every model; returns each model's (train loss, test loss).
-    pub fn step(&mut self) -> Vec<(f64, f64)> {
+    /// One epoch of every model. Returns each model's (train loss before the step, test
+    /// loss after it): `[model, 2]` float64 on the training device (reading it waits for
+    /// the device; [`read_losses`] turns it into pairs).
+    pub fn step(&mut self) -> Tensor {
         let b = &self.batches;
-        let train_logits = self.stack.stacked_last_position(&b.train_data, false).0;
-        let train_loss = stacked_loss(&train_logits, &b.train_labels, &b.train_mask);
-        train_loss.sum(Kind::Double).backward();
-        self.optimizer.step();
-        let test_loss = tch::no_grad(|| {
-            stacked_loss(&self.stack.stacked_last_position(&b.test_data, false).0, &b.test_labels, &b.test_mask)
-        });
-        let (train, test) = (Vec::<f64>::try_from(&train_loss.detach()), Vec::<f64>::try_from(&test_loss));
-        train.unwrap_or_default().into_iter().zip(test.unwrap_or_default()).collect()
+        let d_logits = logit_gradient(&self.now.train_log_probs, &b.train_labels, &b.train_weights);
+        let grads = weight_gradients(&self.stack, &self.now.tables, &self.now.train, &d_logits);
+        let n = self.weights.size()[0];
+        let flat = Tensor::cat(&grads.iter().map(|(_, g)| g.reshape([n, -1])).collect::<Vec<_>>(), 1);
+        self.optimizer.step(&[flat]);
+        let next = forward(&self.stack, b);
+        let losses = Tensor::stack(&[self.now.losses.select(1, 0), next.losses.select(1, 1)], 1);
+        self.now = next;
+        losses
     }
 
-    /// Model i as it is now (its weights, detached, still on the training device).
+    /// Model i as it is now (a copy of its weights, on the training device).
     pub fn model(&self, i: usize) -> HookedTransformer {
-        self.stack.map_parameters(|_, t| t.get(i as i64).detach())
+        self.stack.map_parameters(|_, t| t.get(i as i64).copy())
     }
 
-    /// The optimizer, its state over the stack's trainable weights in
-    /// `named_parameters` order, each `[model, …]`.
-    pub fn optimizer_mut(&mut self) -> &mut AdamW {
-        &mut self.optimizer
+    /// Continues from another optimizer's state: its step count and, per trainable
+    /// weight in `named_parameters` order, its moments `[model, …]`.
+    pub fn set_optimizer_state(&mut self, exp_avg: &[Tensor], exp_avg_sq: &[Tensor], step: i32) {
+        let n = self.weights.size()[0];
+        let flat = |ts: &[Tensor]| Tensor::cat(&ts.iter().map(|t| t.reshape([n, -1])).collect::<Vec<_>>(), 1);
+        self.optimizer.set_state(vec![flat(exp_avg)], vec![flat(exp_avg_sq)], step);
     }
+}
+
+/// Per-run (train, test) losses from [`Trainer::step`]'s `[model, 2]` tensor.
+pub fn read_losses(losses: &Tensor) -> Vec<(f64, f64)> {
+    let values = Vec::<f64>::try_from(&losses.to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default();
+    values.chunks_exact(2).map(|l| (l[0], l[1])).collect()
+}
+
+/// The forward pass of `stack` over all of `batches`: the training rows in one read
+/// (with resid_mid, for the backward pass); on the CPU the test rows in pieces after
+/// them, elsewhere all rows in one read.
+fn forward(stack: &HookedTransformer, batches: &Batches) -> Pass {
+    let (data, n_train) = (&batches.data, batches.n_train);
+    let (rows, n_pos) = (data.size()[1], data.size()[2]);
+    let tables = stack.tables(n_pos);
+    let reads: Vec<(i64, i64, bool)> = if data.device() == Device::Cpu {
+        std::iter::once((0, n_train, true))
+            .chain(pieces(rows - n_train, Device::Cpu).into_iter().map(|(start, len)| (n_train + start, len, false)))
+            .collect()
+    } else {
+        vec![(0, rows, true)]
+    };
+    let mut nll = vec![];
+    let mut train = None;
+    for (start, len, with_resid_mid) in reads {
+        let read = stack.read_tables(&tables, &data.narrow(1, start, len), with_resid_mid);
+        let log_probs = read.logits.to_kind(Kind::Double).log_softmax(-1, Kind::Double);
+        let labels = batches.labels.narrow(1, start, len).unsqueeze(-1);
+        nll.push(-log_probs.gather(-1, &labels, false).squeeze_dim(-1));
+        if start == 0 {
+            train = Some((read.first(n_train), log_probs.narrow(1, 0, n_train)));
+        }
+    }
+    let (train, train_log_probs) = train.expect("the training rows come first");
+    let losses = Tensor::cat(&nll, 1).unsqueeze(1).bmm(&batches.loss_weights).squeeze_dim(1);
+    Pass { tables, train, train_log_probs, losses }
 }
 
 /// What a training run reports as it goes.
@@ -189,15 +260,27 @@ pub fn train_stacked(
     let t = &runs[0].0.train;
     let mut losses = vec![(Vec::new(), Vec::new()); runs.len()];
     let progress = Progress::new(t.num_epochs as u64);
+    // Losses stay on the device until a checkpoint reads them: no wait per epoch.
+    let mut pending = Vec::new();
     for epoch in 0..t.num_epochs {
-        let step = trainer.step();
-        for ((train, test), (tr, te)) in losses.iter_mut().zip(&step) {
-            train.push(*tr);
-            test.push(*te);
+        pending.push(trainer.step());
+        progress.tick(epoch);
+        let last = epoch + 1 == t.num_epochs;
+        if (epoch + 1) % t.checkpoint_every != 0 && !last {
+            continue;
         }
-        progress.tick(epoch, &step);
+        let epochs = Tensor::stack(&pending, 0).to_device(Device::Cpu); // [epoch, model, 2]
+        pending.clear();
+        let values = Vec::<f64>::try_from(&epochs.flatten(0, -1)).unwrap_or_default();
+        for per_model in values.chunks_exact(2 * runs.len()) {
+            for ((train, test), l) in losses.iter_mut().zip(per_model.chunks_exact(2)) {
+                train.push(l[0]);
+                test.push(l[1]);
+            }
+        }
         if (epoch + 1) % t.checkpoint_every == 0 {
-            progress.checkpoint(epoch, &step);
+            let now: Vec<(f64, f64)> = losses.iter().map(|(tr, te)| (tr[tr.len() - 1], te[te.len() - 1])).collect();
+            progress.checkpoint(epoch, &now);
             for (i, (observer, (train, test))) in observers.iter_mut().zip(&losses).enumerate() {
                 observer.checkpoint(epoch, &trainer.model(i), train, test)?;
             }
@@ -223,12 +306,9 @@ impl Progress {
         Progress(Some(bar))
     }
 
-    fn tick(&self, epoch: i64, losses: &[(f64, f64)]) {
+    fn tick(&self, epoch: i64) {
         if let Some(bar) = &self.0 {
             bar.set_position(epoch as u64 + 1);
-            if epoch % 10 == 0 {
-                bar.set_message(describe(losses));
-            }
         }
     }
 
@@ -236,7 +316,7 @@ impl Progress {
         match (losses, &self.0) {
             ([(train, test)], None) => eprintln!("Epoch {epoch} Train Loss {train:?} Test Loss {test:?}"),
             (_, None) => eprintln!("Epoch {epoch} {}", describe(losses)),
-            _ => {}
+            (_, Some(bar)) => bar.set_message(describe(losses)),
         }
     }
 

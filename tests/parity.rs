@@ -1,7 +1,7 @@
 //! Parity with the real peer: golden values made by TransformerLens 2.18.0 and the
 //! seed's loop (`tests/golden/make_golden.py`, pins in `tests/golden/requirements.txt`).
 
-use groklens::train::{loss_fn, Batches, Trainer};
+use groklens::train::{loss_fn, read_losses, Trainer};
 use groklens::{ActFn, HookedTransformer, ModelConfig, RunConfig, Split, Task, TrainConfig};
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
@@ -127,9 +127,13 @@ fn initial_losses_and_first_gradients_match() {
         let cfg = run_config(&g);
         let split = Split::seeded(cfg.task.n_pairs(), cfg.train.frac_train, cfg.train.data_seed).unwrap();
         let model = HookedTransformer::new(&cfg.model, Device::Cpu).unwrap().trainable_copy();
-        let b = Batches::new(&[(&cfg, &split)], Device::Cpu);
-        let loss = loss_fn(&model.last_logits(&b.train_data.get(0)), &b.train_labels.get(0));
-        let test = loss_fn(&model.last_logits(&b.test_data.get(0)), &b.test_labels.get(0)).double_value(&[]);
+        let set = |rows: &Vec<i64>| {
+            let rows = Tensor::from_slice(rows);
+            (cfg.task.dataset().index_select(0, &rows), cfg.task.labels().index_select(0, &rows))
+        };
+        let ((train_data, train_labels), (test_data, test_labels)) = (set(&split.train), set(&split.test));
+        let loss = loss_fn(&model.last_logits(&train_data), &train_labels);
+        let test = loss_fn(&model.last_logits(&test_data), &test_labels).double_value(&[]);
         assert!((loss.double_value(&[]) - g["init_train_loss"].as_f64().unwrap()).abs() < 1e-6, "{name}: train loss");
         assert!((test - g["init_test_loss"].as_f64().unwrap()).abs() < 1e-6, "{name}: test loss");
         loss.backward();
@@ -172,7 +176,7 @@ fn first_100_epochs_match_the_seeds_loop() {
         let split = Split::seeded(cfg.task.n_pairs(), cfg.train.frac_train, cfg.train.data_seed).unwrap();
         let model = HookedTransformer::new(&cfg.model, Device::Cpu).unwrap();
         let mut trainer = Trainer::new(&cfg, &model, &split).unwrap();
-        let (train, test): (Vec<f64>, Vec<f64>) = (0..100).map(|_| trainer.step()[0]).unzip();
+        let (train, test): (Vec<f64>, Vec<f64>) = (0..100).map(|_| read_losses(&trainer.step())[0]).unzip();
         let (their_train, their_test) = (f64s(&g["train_losses"]), f64s(&g["test_losses"]));
         let n = exact_epochs;
         assert_losses_match(&format!("{name} train"), &train[..n], &their_train[..n], 1e-4);
@@ -216,12 +220,13 @@ fn steps_from_the_peers_state_match() {
             .filter(|n| n.rsplit('.').next().unwrap().starts_with("W_"))
             .collect();
         // One model in the stack: moments get the leading model axis.
-        let moments =
-            |prefix: &str| names.iter().map(|n| tensor(&state, &format!("{prefix}.{n}")).unsqueeze(0).copy()).collect();
+        let moments = |prefix: &str| -> Vec<Tensor> {
+            names.iter().map(|n| tensor(&state, &format!("{prefix}.{n}")).unsqueeze(0)).collect()
+        };
         let step = tensor(&state, "step").int64_value(&[0]) as i32;
         assert_eq!(step as usize, start);
-        trainer.optimizer_mut().set_state(moments("exp_avg"), moments("exp_avg_sq"), step);
-        let (train, test): (Vec<f64>, Vec<f64>) = (0..5).map(|_| trainer.step()[0]).unzip();
+        trainer.set_optimizer_state(&moments("exp_avg"), &moments("exp_avg_sq"), step);
+        let (train, test): (Vec<f64>, Vec<f64>) = (0..5).map(|_| read_losses(&trainer.step())[0]).unzip();
         eprintln!(
             "seed: five steps from the peer's state at epoch {start}: max relative gap {:.1e}",
             max_relative_gap(&train, &their_train[start..start + 5])

@@ -1,0 +1,186 @@
+//! The gradient of the training loss for a stack of one-layer models, written out by
+//! hand over the per-token tables (`crate::token_tables`): what autograd would compute,
+//! without the autograd graph or the backward of `embedding_bag`, in a few dozen
+//! kernels however many models are stacked.
+//!
+//! Backwards from the logits, per input at the last position:
+//!
+//! ```text
+//! logits    = (resid_mid + post·W_out + b_out)·W_U + b_U      post = act(pre)
+//! pre       = resid_mid·W_in + b_in
+//! resid_mid = x(last, t_last) + b_O + Σ_h z_h·W_O[h]           z_h = Σ_i pattern[i, h]·v_h(i, t_i)
+//! pattern   = softmax_i(k_h(i, t_i)·q_h(t_last) / √d_head)
+//! ```
+//!
+//! and every key, value and query is a row of a per-token table, `x(i, t)·W + b` with
+//! `x(i, t) = W_E[t] + W_pos[i]`; each input's gradient on a row adds into that row
+//! (`index_add`), and the tables' gradients give the weights'. Only the weights `W_*`
+//! get gradients: the seed trains no biases.
+
+use tch::{Kind, Tensor};
+
+use crate::config::ActFn;
+use crate::model::HookedTransformer;
+use crate::token_tables::{heads_as_columns, Read, Tables};
+
+/// The gradient of Σ_rows weight·(−log p(label)) with respect to the logits, from the
+/// float64 log-probabilities, in float32 as autograd hands it back to the float32
+/// logits: `(softmax − onehot(label))·weight`.
+pub(crate) fn logit_gradient(log_probs: &Tensor, labels: &Tensor, weights: &Tensor) -> Tensor {
+    let weights = weights.unsqueeze(-1);
+    let mut grad = log_probs.exp() * &weights;
+    let _ = grad.scatter_add_(-1, &labels.unsqueeze(-1), &(-weights));
+    grad.to_kind(Kind::Float)
+}
+
+fn tr(t: &Tensor) -> Tensor {
+    t.transpose(1, 2)
+}
+
+/// The gradients of every weight `W_*` of the stack `model`, named as TransformerLens
+/// names them and in its `named_parameters` order, given what the training inputs read
+/// from `tables` (with resid_mid) and the loss's gradient on their logits.
+pub(crate) fn weight_gradients(
+    model: &HookedTransformer,
+    tables: &Tables,
+    read: &Read,
+    d_logits: &Tensor,
+) -> Vec<(String, Tensor)> {
+    let cfg = &model.cfg;
+    let (a, m, w_u) = (&model.blocks[0].attn, &model.blocks[0].mlp, &model.unembed.W_U);
+    let (n, batch, n_pos) = read.key_rows.size3().expect("key rows are [model, batch, pos]");
+    let (h, e, d, n_vocab) = (cfg.n_heads, cfg.d_head, cfg.d_model, cfg.d_vocab);
+    let he = h * e;
+    let resid_mid = read.resid_mid.as_ref().expect("training reads resid_mid");
+    let g = d_logits;
+
+    // Unembedding and MLP output.
+    let d_w_logit = tr(&read.post).bmm(g); // Σ postᵀ·g: [model, d_mlp, d_vocab_out]
+    let g_sum = g.sum_dim_intlist(1, true, Kind::Float);
+    let d_w_out = d_w_logit.bmm(&tr(w_u));
+    let d_w_u = tr(resid_mid).bmm(g).baddbmm(&tr(&m.W_out), &d_w_logit, 1, 1).baddbmm(
+        &m.b_out.unsqueeze(2),
+        &g_sum,
+        1,
+        1,
+    );
+    // MLP input.
+    let d_post = g.bmm(&tr(&tables.w_logit));
+    let d_pre = match cfg.act_fn {
+        ActFn::Relu => read.pre.threshold_backward(&d_post, 0.0),
+        ActFn::Gelu => read.pre.gelu_backward(&d_post, "none"),
+    };
+    let d_w_in = tr(resid_mid).bmm(&d_pre);
+    let d_resid = g.bmm(&tr(w_u)).baddbmm(&d_pre, &tr(&m.W_in), 1, 1); // [model, batch, d_model]
+
+    // Attention at the last position.
+    let key_rows = read.key_rows.flatten(0, 2);
+    let last_rows = read.last_rows.flatten(0, 1);
+    let kv_rows = tables.kv.view([-1, 2 * he]).index_select(0, &key_rows).view([n, batch, n_pos, 2, h, e]);
+    let (k_rows, v_rows) = (kv_rows.select(3, 0), kv_rows.select(3, 1)); // [model, batch, pos, head, d_head]
+    let pattern = read.pattern.unsqueeze(-1);
+    let z = (&pattern * &v_rows).sum_dim_intlist(2, false, Kind::Float); // [model, batch, head, d_head]
+    let d_w_o = tr(&z.view([n, batch, he])).bmm(&d_resid).view([n, h, e, d]);
+    let d_z = d_resid.bmm(&tr(&a.W_O.reshape([n, he, d]))).view([n, batch, 1, h, e]);
+    let d_pattern = (&v_rows * &d_z).sum_dim_intlist(-1, false, Kind::Float); // [model, batch, pos, head]
+    let d_v_rows = &pattern * &d_z;
+    // Softmax over positions, then the score's 1/√d_head.
+    let p_dot = (&read.pattern * &d_pattern).sum_dim_intlist(2, true, Kind::Float);
+    let d_score = (&read.pattern * (d_pattern - p_dot) / (e as f64).sqrt()).unsqueeze(-1);
+    let q_rows = tables.q.view([-1, he]).index_select(0, &last_rows).view([n, batch, 1, h, e]);
+    let d_k_rows = &d_score * &q_rows;
+    let d_q_rows = (&d_score * &k_rows).sum_dim_intlist(2, false, Kind::Float); // [model, batch, head, d_head]
+
+    // Each input's row gradients add into its tokens' rows of the tables.
+    let device = g.device();
+    let zeros = |rows: i64, width: i64| Tensor::zeros([rows, width], (Kind::Float, device));
+    let d_kv = zeros(n * n_pos * n_vocab, 2 * he)
+        .index_add(0, &key_rows, &Tensor::stack(&[d_k_rows, d_v_rows], 3).view([-1, 2 * he]))
+        .view([n, n_pos * n_vocab, 2 * he]);
+    let d_q = zeros(n * n_vocab, he).index_add(0, &last_rows, &d_q_rows.view([-1, he])).view([n, n_vocab, he]);
+    let d_x_last = zeros(n * n_vocab, d).index_add(0, &last_rows, &d_resid.view([-1, d])).view([n, n_vocab, d]);
+
+    // The tables' weights, then the embeddings under them.
+    let x = tables.x.view([n, n_pos * n_vocab, d]);
+    let x_last = tables.x.select(1, n_pos - 1);
+    let as_heads = |w: Tensor| w.reshape([n, d, h, e]).permute([0, 2, 1, 3]).contiguous(); // → [model, head, d_model, d_head]
+    let d_w_kv = tr(&x).bmm(&d_kv);
+    let d_w_k = as_heads(d_w_kv.narrow(2, 0, he));
+    let d_w_v = as_heads(d_w_kv.narrow(2, he, he));
+    let w_q = heads_as_columns(&a.W_Q);
+    let d_w_q = as_heads(tr(&x_last).bmm(&d_q));
+    let w_kv = Tensor::cat(&[heads_as_columns(&a.W_K), heads_as_columns(&a.W_V)], 2);
+    let d_x = d_kv.bmm(&tr(&w_kv)).view([n, n_pos, n_vocab, d]);
+    let _ = d_x.select(1, n_pos - 1).g_add_(&d_q.bmm(&tr(&w_q)).g_add_(&d_x_last));
+    let d_w_e = d_x.sum_dim_intlist(1, false, Kind::Float);
+    let d_w_pos = Tensor::zeros_like(&model.pos_embed.W_pos);
+    let _ = d_w_pos.narrow(1, 0, n_pos).copy_(&d_x.sum_dim_intlist(2, false, Kind::Float));
+
+    [
+        ("embed.W_E", d_w_e),
+        ("pos_embed.W_pos", d_w_pos),
+        ("blocks.0.attn.W_Q", d_w_q),
+        ("blocks.0.attn.W_O", d_w_o),
+        ("blocks.0.attn.W_K", d_w_k),
+        ("blocks.0.attn.W_V", d_w_v),
+        ("blocks.0.mlp.W_in", d_w_in),
+        ("blocks.0.mlp.W_out", d_w_out),
+        ("unembed.W_U", d_w_u),
+    ]
+    .into_iter()
+    .map(|(name, grad)| (name.to_string(), grad))
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use tch::Device;
+
+    use super::*;
+    use crate::config::{ModelConfig, RunConfig};
+    use crate::task::Task;
+    use crate::train::loss_fn;
+
+    /// Autograd through the plain full forward pass (every position, as
+    /// TransformerLens computes it) against the hand-written gradient, for a stack of
+    /// two models with random biases, each on its own inputs, with ReLU and GELU.
+    #[test]
+    fn hand_written_gradients_match_autograd() {
+        for act_fn in [ActFn::Relu, ActFn::Gelu] {
+            let task = Task::power_sum(11, 4, 4);
+            let mut cfg = RunConfig::for_task(task);
+            cfg.model = ModelConfig { d_model: 16, d_head: 8, n_heads: 2, d_mlp: 32, act_fn, ..cfg.model };
+            tch::manual_seed(7);
+            let models: Vec<HookedTransformer> = (1..=2)
+                .map(|seed| {
+                    let model = HookedTransformer::new(&ModelConfig { seed, ..cfg.model.clone() }, Device::Cpu).unwrap();
+                    model.map_parameters(|_, t| t + 0.1 * t.randn_like())
+                })
+                .collect();
+            let tokens = Tensor::randint(cfg.model.d_vocab, [2, 40, 3], (Kind::Int64, Device::Cpu));
+            let labels = Tensor::randint(cfg.model.d_vocab_out, [2, 40], (Kind::Int64, Device::Cpu));
+
+            let stack = HookedTransformer::stack(&models.iter().collect::<Vec<_>>());
+            let tables = stack.tables(3);
+            let read = stack.read_tables(&tables, &tokens, true);
+            let log_probs = read.logits.to_kind(Kind::Double).log_softmax(-1, Kind::Double);
+            let weights = Tensor::full([2, 40], 1.0 / 40.0, (Kind::Double, Device::Cpu));
+            let ours = weight_gradients(&stack, &tables, &read, &logit_gradient(&log_probs, &labels, &weights));
+
+            for (i, model) in models.iter().enumerate() {
+                let model = model.trainable_copy();
+                let logits = model.forward(&tokens.get(i as i64)).select(1, -1);
+                loss_fn(&logits, &labels.get(i as i64)).backward();
+                for ((name, param), (our_name, grad)) in
+                    model.named_parameters().into_iter().filter(|(n, _)| n.contains(".W_")).zip(&ours)
+                {
+                    assert_eq!(&name, our_name);
+                    let theirs = param.grad();
+                    let scale = theirs.abs().max().double_value(&[]);
+                    let gap = (grad.get(i as i64) - &theirs).abs().max().double_value(&[]);
+                    assert!(gap <= 1e-5 * scale, "{act_fn:?} model {i} {name}: gap {gap:e} at scale {scale:e}");
+                }
+            }
+        }
+    }
+}
