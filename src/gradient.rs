@@ -13,9 +13,10 @@
 //! ```
 //!
 //! and every key, value and query is a row of a per-token table, `x(i, t)·W + b` with
-//! `x(i, t) = W_E[t] + W_pos[i]`; each input's gradient on a row adds into that row
-//! (`index_add`), and the tables' gradients give the weights'. Only the weights `W_*`
-//! get gradients: the seed trains no biases.
+//! `x(i, t) = W_E[t] + W_pos[i]`. Each input's gradient on a value row, and on its
+//! entry of the score table (key row · query row), adds into that row or entry
+//! (`scatter_add`, deterministic on the CPU); the tables' gradients give the weights'.
+//! Only the weights `W_*` get gradients: the seed trains no biases.
 
 use tch::{Kind, Tensor};
 
@@ -73,45 +74,49 @@ pub(crate) fn weight_gradients(
     let d_w_in = tr(resid_mid).bmm(&d_pre);
     let d_resid = g.bmm(&tr(w_u)).baddbmm(&d_pre, &tr(&m.W_in), 1, 1); // [model, batch, d_model]
 
-    // Attention at the last position.
-    let key_rows = read.key_rows.flatten(0, 2);
+    // Attention at the last position: z_h and the pattern's gradient per input.
     let last_rows = read.last_rows.flatten(0, 1);
-    let kv_rows = tables.kv.view([-1, 2 * he]).index_select(0, &key_rows).view([n, batch, n_pos, 2, h, e]);
-    let (k_rows, v_rows) = (kv_rows.select(3, 0), kv_rows.select(3, 1)); // [model, batch, pos, head, d_head]
+    let key_rows = read.key_rows.flatten(0, 2);
+    let v_rows = tables.kv.view([-1, 2 * he]).narrow(1, he, he).index_select(0, &key_rows).view([n, batch, n_pos, h, e]);
     let pattern = read.pattern.unsqueeze(-1);
     let z = (&pattern * &v_rows).sum_dim_intlist(2, false, Kind::Float); // [model, batch, head, d_head]
     let d_w_o = tr(&z.view([n, batch, he])).bmm(&d_resid).view([n, h, e, d]);
     let d_z = d_resid.bmm(&tr(&a.W_O.reshape([n, he, d]))).view([n, batch, 1, h, e]);
     let d_pattern = (&v_rows * &d_z).sum_dim_intlist(-1, false, Kind::Float); // [model, batch, pos, head]
-    let d_v_rows = &pattern * &d_z;
-    // Softmax over positions, then the score's 1/√d_head.
+    // Softmax over positions, and the score's 1/√d_head.
     let p_dot = (&read.pattern * &d_pattern).sum_dim_intlist(2, true, Kind::Float);
-    let d_score = (&read.pattern * (d_pattern - p_dot) / (e as f64).sqrt()).unsqueeze(-1);
-    let q_rows = tables.q.view([-1, he]).index_select(0, &last_rows).view([n, batch, 1, h, e]);
-    let d_k_rows = &d_score * &q_rows;
-    let d_q_rows = (&d_score * &k_rows).sum_dim_intlist(2, false, Kind::Float); // [model, batch, head, d_head]
+    let d_score = &read.pattern * (d_pattern - p_dot) / (e as f64).sqrt();
 
-    // Each input's row gradients add into its tokens' rows of the tables.
+    // Each input's gradient on a table row adds into that row: the values'
+    // per input, the scores' per (position, key token, query token).
     let device = g.device();
-    let zeros = |rows: i64, width: i64| Tensor::zeros([rows, width], (Kind::Float, device));
-    let d_kv = zeros(n * n_pos * n_vocab, 2 * he)
-        .index_add(0, &key_rows, &Tensor::stack(&[d_k_rows, d_v_rows], 3).view([-1, 2 * he]))
-        .view([n, n_pos * n_vocab, 2 * he]);
-    let d_q = zeros(n * n_vocab, he).index_add(0, &last_rows, &d_q_rows.view([-1, he])).view([n, n_vocab, he]);
-    let d_x_last = zeros(n * n_vocab, d).index_add(0, &last_rows, &d_resid.view([-1, d])).view([n, n_vocab, d]);
+    let scatter = |rows: i64, index: &Tensor, src: &Tensor, width: i64| {
+        let mut out = Tensor::zeros([rows, width], (Kind::Float, device));
+        let _ = out.scatter_add_(0, &index.unsqueeze(1).expand([-1, width], false), &src.reshape([-1, width]));
+        out
+    };
+    let d_v = scatter(n * n_pos * n_vocab, &key_rows, &(&pattern * &d_z), he).view([n, n_pos * n_vocab, he]);
+    let d_scores = scatter(n * n_pos * n_vocab * n_vocab, &read.score_rows.flatten(0, 2), &d_score, h);
+    // scores[(pos, key token), query token] = k·q per head, so d_k = d_scores·q, d_q = d_scoresᵀ·k.
+    let d_scores = d_scores.view([n, n_pos * n_vocab, n_vocab, h]).permute([0, 3, 1, 2]).reshape([n * h, n_pos * n_vocab, n_vocab]);
+    let per_head = |t: Tensor, rows: i64| t.reshape([n, rows, h, e]).permute([0, 2, 1, 3]).reshape([n * h, rows, e]);
+    let per_column = |t: Tensor, rows: i64| t.view([n, h, rows, e]).permute([0, 2, 1, 3]).reshape([n, rows, he]);
+    let k = per_head(tables.kv.narrow(2, 0, he), n_pos * n_vocab);
+    let q = per_head(tables.q.shallow_clone(), n_vocab);
+    let d_k = per_column(d_scores.bmm(&q), n_pos * n_vocab);
+    let d_q = per_column(tr(&d_scores).bmm(&k), n_vocab);
+    let d_x_last = scatter(n * n_vocab, &last_rows, &d_resid, d).view([n, n_vocab, d]);
 
     // The tables' weights, then the embeddings under them.
     let x = tables.x.view([n, n_pos * n_vocab, d]);
     let x_last = tables.x.select(1, n_pos - 1);
-    let as_heads = |w: Tensor| w.reshape([n, d, h, e]).permute([0, 2, 1, 3]).contiguous(); // → [model, head, d_model, d_head]
-    let d_w_kv = tr(&x).bmm(&d_kv);
-    let d_w_k = as_heads(d_w_kv.narrow(2, 0, he));
-    let d_w_v = as_heads(d_w_kv.narrow(2, he, he));
-    let w_q = heads_as_columns(&a.W_Q);
+    let as_heads = |w: Tensor| w.view([n, d, h, e]).permute([0, 2, 1, 3]).contiguous(); // → [model, head, d_model, d_head]
+    let d_w_k = as_heads(tr(&x).bmm(&d_k));
+    let d_w_v = as_heads(tr(&x).bmm(&d_v));
     let d_w_q = as_heads(tr(&x_last).bmm(&d_q));
-    let w_kv = Tensor::cat(&[heads_as_columns(&a.W_K), heads_as_columns(&a.W_V)], 2);
-    let d_x = d_kv.bmm(&tr(&w_kv)).view([n, n_pos, n_vocab, d]);
-    let _ = d_x.select(1, n_pos - 1).g_add_(&d_q.bmm(&tr(&w_q)).g_add_(&d_x_last));
+    let back = |d: &Tensor, w: &Tensor| d.bmm(&tr(&heads_as_columns(w)));
+    let d_x = (back(&d_k, &a.W_K) + back(&d_v, &a.W_V)).view([n, n_pos, n_vocab, d]);
+    let _ = d_x.select(1, n_pos - 1).g_add_(&back(&d_q, &a.W_Q).g_add_(&d_x_last));
     let d_w_e = d_x.sum_dim_intlist(1, false, Kind::Float);
     let d_w_pos = Tensor::zeros_like(&model.pos_embed.W_pos);
     let _ = d_w_pos.narrow(1, 0, n_pos).copy_(&d_x.sum_dim_intlist(2, false, Kind::Float));
@@ -139,6 +144,7 @@ mod tests {
     use super::*;
     use crate::config::{ModelConfig, RunConfig};
     use crate::task::Task;
+    use crate::token_tables::Lookup;
     use crate::train::loss_fn;
 
     /// Autograd through the plain full forward pass (every position, as
@@ -162,7 +168,7 @@ mod tests {
 
             let stack = HookedTransformer::stack(&models.iter().collect::<Vec<_>>());
             let tables = stack.tables(3);
-            let read = stack.read_tables(&tables, &tokens, true);
+            let read = stack.read_tables(&tables, &Lookup::new(&stack.cfg, &tokens), true);
             let log_probs = read.logits.to_kind(Kind::Double).log_softmax(-1, Kind::Double);
             let weights = Tensor::full([2, 40], 1.0 / 40.0, (Kind::Double, Device::Cpu));
             let ours = weight_gradients(&stack, &tables, &read, &logit_gradient(&log_probs, &labels, &weights));

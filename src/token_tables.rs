@@ -22,6 +22,7 @@
 
 use tch::{Device, Kind, Tensor};
 
+use crate::config::ModelConfig;
 use crate::model::HookedTransformer;
 
 /// The tables of N models, each tensor with a leading model axis.
@@ -36,14 +37,11 @@ pub(crate) struct Tables {
     /// Attention score of (position, key token) for each query token:
     /// `[model, pos, key token, query token, head]`.
     scores: Tensor,
-    /// Per (position, token, head): VO·W_in, VO·W_U and VO,
-    /// `[model · pos · token · head, d_mlp + d_vocab_out + d_model]`.
+    /// The rows an input's sums read, each `[d_mlp + d_vocab_out + d_model]` wide: first
+    /// VO·W_in, VO·W_U and VO per (model, position, token, head), then per (model,
+    /// query token) what the last token adds directly with the biases, to the MLP
+    /// input, to the logits and to the residual.
     rows: Tensor,
-    /// What the last token adds directly, with the biases, per query token:
-    /// to the residual `[model, vocab, d_model]`, to the MLP input, to the logits.
-    resid_base: Tensor,
-    pre_base: Tensor,
-    logit_base: Tensor,
     /// W_out · W_U: `[model, d_mlp, d_vocab_out]`.
     pub w_logit: Tensor,
 }
@@ -54,6 +52,8 @@ pub(crate) struct Read {
     pub key_rows: Tensor,
     /// Row of each input's (model, last token) in model·vocab: `[model, batch]`.
     pub last_rows: Tensor,
+    /// Row of each input's scores in the score table: `[model, batch, pos]`.
+    pub score_rows: Tensor,
     /// The last position's attention pattern: `[model, batch, pos, head]`.
     pub pattern: Tensor,
     /// MLP input and activations: `[model, batch, d_mlp]`.
@@ -72,12 +72,49 @@ impl Read {
         Read {
             key_rows: first(&self.key_rows),
             last_rows: first(&self.last_rows),
+            score_rows: first(&self.score_rows),
             pattern: first(&self.pattern),
             pre: first(&self.pre),
             post: first(&self.post),
             logits: first(&self.logits),
             resid_mid: self.resid_mid.as_ref().map(first),
         }
+    }
+}
+
+/// Where a batch of inputs `[model, batch, pos]` reads in the tables: fixed by the
+/// tokens, so a trainer builds it once.
+pub(crate) struct Lookup {
+    /// Row of each input's (model, position, token) in model·pos·vocab: `[model, batch, pos]`.
+    key_rows: Tensor,
+    /// Row of each input's (model, last token) in model·vocab: `[model, batch]`.
+    last_rows: Tensor,
+    /// Row of each input's (model, position, key token, query token) in the score
+    /// table, per head: `[model, batch, pos]`.
+    score_rows: Tensor,
+    /// The rows each input sums: pos·head pattern-weighted ones, then its base row.
+    bag_rows: Tensor,
+    offsets: Tensor,
+    /// The base row's weight, 1: `[model · batch, 1]`.
+    ones: Tensor,
+}
+
+impl Lookup {
+    pub fn new(cfg: &ModelConfig, tokens: &Tensor) -> Lookup {
+        let (n, batch, n_pos) = tokens.size3().expect("tokens are [model, batch, pos]");
+        let (n_heads, n_vocab) = (cfg.n_heads, cfg.d_vocab);
+        let device = tokens.device();
+        let model = Tensor::arange(n, (Kind::Int64, device)).view([n, 1]);
+        let t_last = tokens.select(2, n_pos - 1);
+        let key_rows = (model.unsqueeze(2) * n_pos + Tensor::arange(n_pos, (Kind::Int64, device))) * n_vocab + tokens;
+        let last_rows = model * n_vocab + &t_last;
+        let score_rows = &key_rows * n_vocab + t_last.unsqueeze(2);
+        let head_rows = key_rows.unsqueeze(-1) * n_heads + Tensor::arange(n_heads, (Kind::Int64, device));
+        let base_rows = &last_rows + n * n_pos * n_vocab * n_heads;
+        let bag_rows = Tensor::cat(&[head_rows.view([n, batch, -1]), base_rows.unsqueeze(2)], 2).flatten(0, 2);
+        let offsets = Tensor::arange(n * batch, (Kind::Int64, device)) * (n_pos * n_heads + 1);
+        let ones = Tensor::ones([n * batch, 1], (Kind::Float, device));
+        Lookup { key_rows, last_rows, score_rows, bag_rows, offsets, ones }
     }
 }
 
@@ -126,19 +163,22 @@ impl HookedTransformer {
         // VO per (position, token, head): [model, pos·vocab·head, d_model].
         let v = kv.narrow(2, he, he).reshape([n, n_pos * n_vocab, n_heads, d_head]);
         let vo = Tensor::einsum("nthe,nhed->nthd", &[&v, &a.W_O], None::<i64>).reshape([n, -1, d_model]);
-        let rows = Tensor::cat(&[vo.bmm(&m.W_in), vo.bmm(&self.unembed.W_U), vo], 2);
         let resid_base = &x_last + a.b_O.unsqueeze(1);
-        let pre_base = resid_base.bmm(&m.W_in) + m.b_in.unsqueeze(1);
-        let logit_base = resid_base.bmm(&self.unembed.W_U)
-            + m.b_out.unsqueeze(1).bmm(&self.unembed.W_U)
-            + self.unembed.b_U.unsqueeze(1);
+        let base = Tensor::cat(
+            &[
+                resid_base.bmm(&m.W_in) + m.b_in.unsqueeze(1),
+                resid_base.bmm(&self.unembed.W_U)
+                    + m.b_out.unsqueeze(1).bmm(&self.unembed.W_U)
+                    + self.unembed.b_U.unsqueeze(1),
+                resid_base,
+            ],
+            2,
+        );
+        let rows = Tensor::cat(&[vo.bmm(&m.W_in), vo.bmm(&self.unembed.W_U), vo], 2);
         let width = rows.size()[2];
         Tables {
             scores: scores.contiguous(),
-            rows: rows.view([-1, width]),
-            resid_base,
-            pre_base,
-            logit_base,
+            rows: Tensor::cat(&[rows.view([-1, width]), base.view([-1, width])], 0),
             w_logit: m.W_out.bmm(&self.unembed.W_U),
             x,
             q,
@@ -146,54 +186,39 @@ impl HookedTransformer {
         }
     }
 
-    /// Reads inputs `[model, batch, pos]` (each model its own) from `tables`;
-    /// `resid_mid` only when asked for.
-    pub(crate) fn read_tables(&self, tables: &Tables, tokens: &Tensor, with_resid_mid: bool) -> Read {
-        let (n, batch, n_pos) = (tokens.size()[0], tokens.size()[1], tokens.size()[2]);
-        let (n_heads, n_vocab) = (self.cfg.n_heads, self.cfg.d_vocab);
+    /// Reads the inputs of `lookup` from `tables`; `resid_mid` only when asked for.
+    pub(crate) fn read_tables(&self, tables: &Tables, lookup: &Lookup, with_resid_mid: bool) -> Read {
+        let (n, batch, n_pos) = lookup.key_rows.size3().expect("key rows are [model, batch, pos]");
         let (d_mlp, d_out) = (self.cfg.d_mlp, self.cfg.d_vocab_out);
-        let device = tokens.device();
-        let model = Tensor::arange(n, (Kind::Int64, device)).view([n, 1]);
-        let t_last = tokens.select(2, n_pos - 1); // [model, batch]
-        let key_rows =
-            (model.unsqueeze(2) * n_pos + Tensor::arange(n_pos, (Kind::Int64, device))) * n_vocab + tokens;
-        let last_rows = model * n_vocab + &t_last;
-        let score_rows = (&key_rows * n_vocab + t_last.unsqueeze(2)).flatten(0, 2);
         // The last query sees every position: softmax over all of them.
         let pattern = tables
             .scores
-            .view([-1, n_heads])
-            .index_select(0, &score_rows)
-            .view([n, batch, n_pos, n_heads])
+            .view([-1, self.cfg.n_heads])
+            .index_select(0, &lookup.score_rows.flatten(0, 2))
+            .view([n, batch, n_pos, self.cfg.n_heads])
             .softmax(2, Kind::Float);
         let rows = if with_resid_mid { tables.rows.shallow_clone() } else { tables.rows.narrow(1, 0, d_mlp + d_out) };
         let width = rows.size()[1];
-        let bag_rows =
-            (key_rows.unsqueeze(-1) * n_heads + Tensor::arange(n_heads, (Kind::Int64, device))).flatten(0, 3);
-        let offsets = Tensor::arange(n * batch, (Kind::Int64, device)) * (n_pos * n_heads);
+        // Per input: its pattern-weighted rows, and its base row once.
+        let weights = Tensor::cat(&[pattern.view([n * batch, -1]), lookup.ones.shallow_clone()], 1);
         let (mixed, _, _, _) = Tensor::embedding_bag(
             &rows.contiguous(),
-            &bag_rows,
-            &offsets,
+            &lookup.bag_rows,
+            &lookup.offsets,
             false,
             0, // sum
             false,
-            Some(pattern.flatten(0, 3)),
+            Some(weights.flatten(0, 1)),
             false,
         );
         let mixed = mixed.view([n, batch, width]);
-        // Each input's query-token row of the bases.
-        let flat_last = last_rows.flatten(0, 1);
-        let base = |t: &Tensor| {
-            let width = t.size()[2];
-            t.view([-1, width]).index_select(0, &flat_last).view([n, batch, width])
-        };
-        let pre = mixed.narrow(2, 0, d_mlp) + base(&tables.pre_base);
+        let pre = mixed.narrow(2, 0, d_mlp);
         let post = self.act(&pre);
-        let logits = (mixed.narrow(2, d_mlp, d_out) + base(&tables.logit_base)).baddbmm(&post, &tables.w_logit, 1, 1);
-        let resid_mid =
-            with_resid_mid.then(|| mixed.narrow(2, d_mlp + d_out, self.cfg.d_model) + base(&tables.resid_base));
-        Read { key_rows, last_rows, pattern, pre, post, logits, resid_mid }
+        let logits = mixed.narrow(2, d_mlp, d_out).baddbmm(&post, &tables.w_logit, 1, 1);
+        let resid_mid = with_resid_mid.then(|| mixed.narrow(2, d_mlp + d_out, self.cfg.d_model));
+        Read { key_rows: lookup.key_rows.shallow_clone(), last_rows: lookup.last_rows.shallow_clone(),
+            score_rows: lookup.score_rows.shallow_clone(),
+            pattern, pre, post, logits, resid_mid }
     }
 
     /// The last position of a stack of one-layer models, each on its own inputs
@@ -203,7 +228,9 @@ impl HookedTransformer {
         let tables = self.tables(tokens.size()[2]);
         let reads: Vec<Read> = pieces(tokens.size()[1], tokens.device())
             .into_iter()
-            .map(|(start, len)| self.read_tables(&tables, &tokens.narrow(1, start, len), with_resid_mid))
+            .map(|(start, len)| {
+                self.read_tables(&tables, &Lookup::new(&self.cfg, &tokens.narrow(1, start, len)), with_resid_mid)
+            })
             .collect();
         let cat = |f: &dyn Fn(&Read) -> &Tensor| Tensor::cat(&reads.iter().map(f).collect::<Vec<_>>(), 1);
         let resid_mid = with_resid_mid.then(|| cat(&|r| r.resid_mid.as_ref().expect("asked for")));

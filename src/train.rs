@@ -14,7 +14,7 @@ use crate::config::{ModelConfig, RunConfig};
 use crate::error::{Error, Result};
 use crate::model::{is_weight_name, HookedTransformer};
 use crate::task::Split;
-use crate::token_tables::{pieces, Read, Tables};
+use crate::token_tables::{pieces, Lookup, Read, Tables};
 
 /// The seed's `loss_fn`: mean cross-entropy of last-position logits, in float64.
 pub fn loss_fn(last_logits: &Tensor, labels: &Tensor) -> Tensor {
@@ -36,6 +36,9 @@ struct Batches {
     /// The training part of `labels` and of the train-loss weights: `[model, n_train]`.
     train_labels: Tensor,
     train_weights: Tensor,
+    /// The pieces a forward pass reads the rows in (the training rows first, with
+    /// resid_mid for the backward pass): (first row, rows, with resid_mid, lookup).
+    pieces: Vec<(i64, i64, bool, Lookup)>,
 }
 
 impl Batches {
@@ -64,7 +67,24 @@ impl Batches {
         let (data, labels, loss_weights) = (stack(&data), stack(&labels), stack(&weights));
         let train_labels = labels.narrow(1, 0, n_train);
         let train_weights = loss_weights.narrow(1, 0, n_train).select(2, 0);
-        Batches { data, labels, n_train, loss_weights, train_labels, train_weights }
+        // On the CPU the test rows in pieces after the training rows; elsewhere all
+        // rows in one piece (fewer kernel launches).
+        let rows = n_train + n_test;
+        let cuts: Vec<(i64, i64, bool)> = if device == Device::Cpu {
+            std::iter::once((0, n_train, true))
+                .chain(pieces(n_test, device).into_iter().map(|(start, len)| (n_train + start, len, false)))
+                .collect()
+        } else {
+            vec![(0, rows, true)]
+        };
+        let model_cfg = &runs[0].0.model;
+        let pieces = cuts
+            .into_iter()
+            .map(|(start, len, with_resid_mid)| {
+                (start, len, with_resid_mid, Lookup::new(model_cfg, &data.narrow(1, start, len)))
+            })
+            .collect();
+        Batches { data, labels, n_train, loss_weights, train_labels, train_weights, pieces }
     }
 }
 
@@ -189,24 +209,15 @@ pub fn read_losses(losses: &Tensor) -> Vec<(f64, f64)> {
     values.chunks_exact(2).map(|l| (l[0], l[1])).collect()
 }
 
-/// The forward pass of `stack` over all of `batches`: the training rows in one read
-/// (with resid_mid, for the backward pass); on the CPU the test rows in pieces after
-/// them, elsewhere all rows in one read.
+/// The forward pass of `stack` over all of `batches`, piece by piece.
 fn forward(stack: &HookedTransformer, batches: &Batches) -> Pass {
-    let (data, n_train) = (&batches.data, batches.n_train);
-    let (rows, n_pos) = (data.size()[1], data.size()[2]);
-    let tables = stack.tables(n_pos);
-    let reads: Vec<(i64, i64, bool)> = if data.device() == Device::Cpu {
-        std::iter::once((0, n_train, true))
-            .chain(pieces(rows - n_train, Device::Cpu).into_iter().map(|(start, len)| (n_train + start, len, false)))
-            .collect()
-    } else {
-        vec![(0, rows, true)]
-    };
+    let n_train = batches.n_train;
+    let tables = stack.tables(batches.data.size()[2]);
     let mut nll = vec![];
     let mut train = None;
-    for (start, len, with_resid_mid) in reads {
-        let read = stack.read_tables(&tables, &data.narrow(1, start, len), with_resid_mid);
+    for (start, len, with_resid_mid, lookup) in &batches.pieces {
+        let (start, len) = (*start, *len);
+        let read = stack.read_tables(&tables, lookup, *with_resid_mid);
         let log_probs = read.logits.to_kind(Kind::Double).log_softmax(-1, Kind::Double);
         let labels = batches.labels.narrow(1, start, len).unsqueeze(-1);
         nll.push(-log_probs.gather(-1, &labels, false).squeeze_dim(-1));
