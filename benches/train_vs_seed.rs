@@ -32,7 +32,7 @@ fn synchronize(device: Device) {
 /// The seed's loop, in a fresh Python process: its own s/epoch, start-up excluded.
 fn seed_seconds_per_epoch(device: &str, epochs: i64) -> f64 {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/seed_loop.py");
-    let out = Command::new("python").args([script, device, &epochs.to_string()]).output().expect("python runs");
+    let out = Command::new("python3").args([script, device, &epochs.to_string()]).output().expect("python runs");
     let text = String::from_utf8_lossy(&out.stdout);
     let found = text.split_whitespace().find_map(|w| w.strip_prefix("s/epoch=")).and_then(|v| v.parse().ok());
     found.unwrap_or_else(|| {

@@ -20,7 +20,8 @@ pub struct AdamW {
     exp_avg_sq: Vec<Tensor>,
     step: i32,
     /// Per model.
-    lr: Vec<f64>,
+    /// Per model, float64 on the parameters' device (so a step copies nothing there).
+    lr: Tensor,
     /// Per model, 1 − lr · weight_decay: `[model]` float32, as PyTorch applies it.
     decay: Tensor,
     betas: (f64, f64),
@@ -40,7 +41,7 @@ impl AdamW {
             exp_avg,
             exp_avg_sq,
             step: 0,
-            lr: lr.to_vec(),
+            lr: Tensor::from_slice(lr).to_device(device),
             decay: per_model(&decay, device),
             betas,
             eps: 1e-8,
@@ -62,8 +63,8 @@ impl AdamW {
         let (b1, b2) = self.betas;
         let bias_correction1 = 1.0 - b1.powi(self.step);
         let bias_correction2_sqrt = (1.0 - b2.powi(self.step)).sqrt();
-        let step_size: Vec<f64> = self.lr.iter().map(|lr| lr / bias_correction1).collect();
-        let step_size = per_model(&step_size, self.decay.device());
+        // lr / (1 − β1^t) in float64, then float32, as PyTorch applies it.
+        let step_size = (&self.lr / bias_correction1).to_kind(tch::Kind::Float);
         for (((p, m), v), g) in self.params.iter_mut().zip(&mut self.exp_avg).zip(&mut self.exp_avg_sq).zip(grads) {
             // [model] → [model, 1, …] against this parameter.
             let mut shape = vec![1i64; p.dim()];
