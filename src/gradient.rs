@@ -149,10 +149,11 @@ mod tests {
 
     /// Autograd through the plain full forward pass (every position, as
     /// TransformerLens computes it) against the hand-written gradient, for a stack of
-    /// two models with random biases, each on its own inputs, with ReLU and GELU.
+    /// two models with random biases, each on its own inputs, with ReLU and GELU, from
+    /// wide and narrow tables.
     #[test]
     fn hand_written_gradients_match_autograd() {
-        for act_fn in [ActFn::Relu, ActFn::Gelu] {
+        for (act_fn, wide) in [(ActFn::Relu, true), (ActFn::Gelu, true), (ActFn::Relu, false)] {
             let task = Task::power_sum(11, 4, 4);
             let mut cfg = RunConfig::for_task(task);
             cfg.model = ModelConfig { d_model: 16, d_head: 8, n_heads: 2, d_mlp: 32, act_fn, ..cfg.model };
@@ -167,7 +168,7 @@ mod tests {
             let labels = Tensor::randint(cfg.model.d_vocab_out, [2, 40], (Kind::Int64, Device::Cpu));
 
             let stack = HookedTransformer::stack(&models.iter().collect::<Vec<_>>());
-            let tables = stack.tables(3);
+            let tables = stack.tables(3, wide);
             let read = stack.read_tables(&tables, &Lookup::new(&stack.cfg, &tokens), true);
             let log_probs = read.logits.to_kind(Kind::Double).log_softmax(-1, Kind::Double);
             let weights = Tensor::full([2, 40], 1.0 / 40.0, (Kind::Double, Device::Cpu));
@@ -184,7 +185,7 @@ mod tests {
                     let theirs = param.grad();
                     let scale = theirs.abs().max().double_value(&[]);
                     let gap = (grad.get(i as i64) - &theirs).abs().max().double_value(&[]);
-                    assert!(gap <= 1e-5 * scale, "{act_fn:?} model {i} {name}: gap {gap:e} at scale {scale:e}");
+                    assert!(gap <= 1e-5 * scale, "{act_fn:?} wide {wide} model {i} {name}: gap {gap:e} at scale {scale:e}");
                 }
             }
         }

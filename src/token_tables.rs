@@ -37,11 +37,18 @@ pub(crate) struct Tables {
     /// Attention score of (position, key token) for each query token:
     /// `[model, pos, key token, query token, head]`.
     scores: Tensor,
-    /// The rows an input's sums read, each `[d_mlp + d_vocab_out + d_model]` wide: first
-    /// VO·W_in, VO·W_U and VO per (model, position, token, head), then per (model,
-    /// query token) what the last token adds directly with the biases, to the MLP
-    /// input, to the logits and to the residual.
+    /// The rows an input's sums read: first per (model, position, token, head) VO·W_in,
+    /// VO·W_U and VO, then per (model, query token) what the last token adds directly
+    /// with the biases to the MLP input, to the logits and to the residual; or, when
+    /// not `wide`, the VO and residual columns alone.
     rows: Tensor,
+    /// Whether the rows carry the products with W_in and W_U (`[d_mlp + d_vocab_out +
+    /// d_model]` wide), or inputs multiply their resid_mid by those weights instead
+    /// (`[d_model]` wide). Summing 12 wide rows costs less than the product on a CPU; on
+    /// a GPU the product is the cheap part and reading wide rows the dear one.
+    wide: bool,
+    /// b_out·W_U + b_U: `[model, 1, d_vocab_out]`.
+    logit_bias: Tensor,
     /// W_out · W_U: `[model, d_mlp, d_vocab_out]`.
     pub w_logit: Tensor,
 }
@@ -142,8 +149,8 @@ impl HookedTransformer {
     }
 
     /// The tables of a stack of one-layer models (every weight `[model, ..]`) for
-    /// inputs of `n_pos` positions.
-    pub(crate) fn tables(&self, n_pos: i64) -> Tables {
+    /// inputs of `n_pos` positions; `wide` as [`Tables::wide`] says.
+    pub(crate) fn tables(&self, n_pos: i64, wide: bool) -> Tables {
         let cfg = &self.cfg;
         let (n_heads, d_head, n_vocab, d_model) = (cfg.n_heads, cfg.d_head, cfg.d_vocab, cfg.d_model);
         let he = n_heads * d_head;
@@ -164,21 +171,28 @@ impl HookedTransformer {
         let v = kv.narrow(2, he, he).reshape([n, n_pos * n_vocab, n_heads, d_head]);
         let vo = Tensor::einsum("nthe,nhed->nthd", &[&v, &a.W_O], None::<i64>).reshape([n, -1, d_model]);
         let resid_base = &x_last + a.b_O.unsqueeze(1);
-        let base = Tensor::cat(
-            &[
-                resid_base.bmm(&m.W_in) + m.b_in.unsqueeze(1),
-                resid_base.bmm(&self.unembed.W_U)
-                    + m.b_out.unsqueeze(1).bmm(&self.unembed.W_U)
-                    + self.unembed.b_U.unsqueeze(1),
-                resid_base,
-            ],
-            2,
-        );
-        let rows = Tensor::cat(&[vo.bmm(&m.W_in), vo.bmm(&self.unembed.W_U), vo], 2);
+        let logit_bias = m.b_out.unsqueeze(1).bmm(&self.unembed.W_U) + self.unembed.b_U.unsqueeze(1);
+        let (rows, base) = if wide {
+            (
+                Tensor::cat(&[vo.bmm(&m.W_in), vo.bmm(&self.unembed.W_U), vo], 2),
+                Tensor::cat(
+                    &[
+                        resid_base.bmm(&m.W_in) + m.b_in.unsqueeze(1),
+                        resid_base.bmm(&self.unembed.W_U) + &logit_bias,
+                        resid_base,
+                    ],
+                    2,
+                ),
+            )
+        } else {
+            (vo, resid_base)
+        };
         let width = rows.size()[2];
         Tables {
             scores: scores.contiguous(),
             rows: Tensor::cat(&[rows.view([-1, width]), base.view([-1, width])], 0),
+            wide,
+            logit_bias,
             w_logit: m.W_out.bmm(&self.unembed.W_U),
             x,
             q,
@@ -197,7 +211,8 @@ impl HookedTransformer {
             .index_select(0, &lookup.score_rows.flatten(0, 2))
             .view([n, batch, n_pos, self.cfg.n_heads])
             .softmax(2, Kind::Float);
-        let rows = if with_resid_mid { tables.rows.shallow_clone() } else { tables.rows.narrow(1, 0, d_mlp + d_out) };
+        let narrow = tables.wide && !with_resid_mid;
+        let rows = if narrow { tables.rows.narrow(1, 0, d_mlp + d_out) } else { tables.rows.shallow_clone() };
         let width = rows.size()[1];
         // Per input: its pattern-weighted rows, and its base row once.
         let weights = Tensor::cat(&[pattern.view([n * batch, -1]), lookup.ones.shallow_clone()], 1);
@@ -212,10 +227,18 @@ impl HookedTransformer {
             false,
         );
         let mixed = mixed.view([n, batch, width]);
-        let pre = mixed.narrow(2, 0, d_mlp);
+        let (m, w_u) = (&self.blocks[0].mlp, &self.unembed.W_U);
+        let (pre, resid_mid) = if tables.wide {
+            (mixed.narrow(2, 0, d_mlp), with_resid_mid.then(|| mixed.narrow(2, d_mlp + d_out, self.cfg.d_model)))
+        } else {
+            (m.b_in.unsqueeze(1).baddbmm(&mixed, &m.W_in, 1, 1), with_resid_mid.then(|| mixed.shallow_clone()))
+        };
         let post = self.act(&pre);
-        let logits = mixed.narrow(2, d_mlp, d_out).baddbmm(&post, &tables.w_logit, 1, 1);
-        let resid_mid = with_resid_mid.then(|| mixed.narrow(2, d_mlp + d_out, self.cfg.d_model));
+        let logits = if tables.wide {
+            mixed.narrow(2, d_mlp, d_out).baddbmm(&post, &tables.w_logit, 1, 1)
+        } else {
+            tables.logit_bias.baddbmm(&mixed, w_u, 1, 1).baddbmm(&post, &tables.w_logit, 1, 1)
+        };
         Read { key_rows: lookup.key_rows.shallow_clone(), last_rows: lookup.last_rows.shallow_clone(),
             score_rows: lookup.score_rows.shallow_clone(),
             pattern, pre, post, logits, resid_mid }
@@ -225,7 +248,7 @@ impl HookedTransformer {
     /// `[model, batch, pos]`: logits and MLP activations `[model, batch, ·]`, and
     /// `resid_mid` only when asked for.
     fn stacked_last_position(&self, tokens: &Tensor, with_resid_mid: bool) -> (Tensor, Tensor, Option<Tensor>) {
-        let tables = self.tables(tokens.size()[2]);
+        let tables = self.tables(tokens.size()[2], tokens.device() == Device::Cpu);
         let reads: Vec<Read> = pieces(tokens.size()[1], tokens.device())
             .into_iter()
             .map(|(start, len)| {

@@ -212,7 +212,7 @@ pub fn read_losses(losses: &Tensor) -> Vec<(f64, f64)> {
 /// The forward pass of `stack` over all of `batches`, piece by piece.
 fn forward(stack: &HookedTransformer, batches: &Batches) -> Pass {
     let n_train = batches.n_train;
-    let tables = stack.tables(batches.data.size()[2]);
+    let tables = stack.tables(batches.data.size()[2], batches.data.device() == Device::Cpu);
     let mut nll = vec![];
     let mut train = None;
     for (start, len, with_resid_mid, lookup) in &batches.pieces {
