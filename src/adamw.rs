@@ -18,7 +18,9 @@ pub struct AdamW {
     params: Vec<Tensor>,
     exp_avg: Vec<Tensor>,
     exp_avg_sq: Vec<Tensor>,
-    step: i32,
+    /// Steps taken, a float64 scalar on the parameters' device: the bias corrections
+    /// are computed there, so a step neither copies nor waits (and can be replayed).
+    step: Tensor,
     /// Per model.
     /// Per model, float64 on the parameters' device (so a step copies nothing there).
     lr: Tensor,
@@ -40,7 +42,7 @@ impl AdamW {
             params,
             exp_avg,
             exp_avg_sq,
-            step: 0,
+            step: Tensor::zeros([], (tch::Kind::Double, device)),
             lr: Tensor::from_slice(lr).to_device(device),
             decay: per_model(&decay, device),
             betas,
@@ -53,16 +55,18 @@ impl AdamW {
     pub fn set_state(&mut self, exp_avg: Vec<Tensor>, exp_avg_sq: Vec<Tensor>, step: i32) {
         assert_eq!(exp_avg.len(), self.params.len(), "one exp_avg per parameter");
         assert_eq!(exp_avg_sq.len(), self.params.len(), "one exp_avg_sq per parameter");
-        (self.exp_avg, self.exp_avg_sq, self.step) = (exp_avg, exp_avg_sq, step);
+        (self.exp_avg, self.exp_avg_sq) = (exp_avg, exp_avg_sq);
+        let _ = self.step.fill_(step as f64);
     }
 
     /// One update from `grads`, one per parameter.
     pub fn step(&mut self, grads: &[Tensor]) {
         assert_eq!(grads.len(), self.params.len(), "one gradient per parameter");
-        self.step += 1;
+        let _ = self.step.g_add_scalar_(1);
         let (b1, b2) = self.betas;
-        let bias_correction1 = 1.0 - b1.powi(self.step);
-        let bias_correction2_sqrt = (1.0 - b2.powi(self.step)).sqrt();
+        let bias_correction1: Tensor = 1.0 - Tensor::pow_scalar(b1, &self.step);
+        let bias_correction2: Tensor = 1.0 - Tensor::pow_scalar(b2, &self.step);
+        let bias_correction2_sqrt = bias_correction2.sqrt();
         // lr / (1 − β1^t) in float64, then float32, as PyTorch applies it.
         let step_size = (&self.lr / bias_correction1).to_kind(tch::Kind::Float);
         for (((p, m), v), g) in self.params.iter_mut().zip(&mut self.exp_avg).zip(&mut self.exp_avg_sq).zip(grads) {
@@ -72,7 +76,7 @@ impl AdamW {
             let _ = p.g_mul_(&self.decay.view(shape.as_slice()));
             let _ = m.lerp_(g, 1.0 - b1);
             let _ = v.g_mul_scalar_(b2).g_add_(&(g * g * (1.0 - b2)));
-            let denom = (v.sqrt() / bias_correction2_sqrt).g_add_scalar_(self.eps);
+            let denom = (v.sqrt() / &bias_correction2_sqrt).g_add_scalar_(self.eps);
             let _ = p.g_sub_(&(&*m * step_size.view(shape.as_slice()) / denom));
         }
     }

@@ -103,10 +103,10 @@ struct Pass {
 /// their weights stacked on a leading model axis, their optimizer and their data.
 /// Each model's losses and updates are its own; only the arithmetic is shared.
 ///
-/// Each epoch is one forward pass over the training and test rows together (the test
-/// loss after a step is the same pass as the train loss before the next), a
+/// An epoch is one forward pass over the training and test rows together, a
 /// hand-written backward pass ([`crate::gradient`]) and one AdamW step over a single
-/// flat tensor holding every trainable weight: a fixed number of kernels per epoch.
+/// flat tensor holding every trainable weight: a fixed number of kernels, and no wait
+/// for the device.
 pub struct Trainer {
     /// The stack, its weights `W_*` views into `weights`.
     stack: HookedTransformer,
@@ -114,8 +114,6 @@ pub struct Trainer {
     weights: Tensor,
     optimizer: AdamW,
     batches: Batches,
-    /// The forward pass of the weights as they are now.
-    now: Pass,
 }
 
 impl Trainer {
@@ -169,24 +167,50 @@ impl Trainer {
         let optimizer = AdamW::new(vec![weights.shallow_clone()], &lr, &wd, first.train.betas);
         let data: Vec<(&RunConfig, &Split)> = runs.iter().map(|(c, _, s)| (*c, *s)).collect();
         let batches = Batches::new(&data, stack.device());
-        let now = forward(&stack, &batches);
-        Ok(Trainer { stack, weights, optimizer, batches, now })
+        Ok(Trainer { stack, weights, optimizer, batches })
     }
 
-    /// One epoch of every model. Returns each model's (train loss before the step, test
-    /// loss after it): `[model, 2]` float64 on the training device (reading it waits for
-    /// the device; [`read_losses`] turns it into pairs).
+    /// One epoch of every model: the forward pass, then one AdamW step. Returns the
+    /// losses of the weights before the step, `[model, 2]` float64 (train, test), on the
+    /// training device: reading them waits for the device.
     pub fn step(&mut self) -> Tensor {
         let b = &self.batches;
-        let d_logits = logit_gradient(&self.now.train_log_probs, &b.train_labels, &b.train_weights);
-        let grads = weight_gradients(&self.stack, &self.now.tables, &self.now.train, &d_logits);
+        let pass = forward(&self.stack, b);
+        let d_logits = logit_gradient(&pass.train_log_probs, &b.train_labels, &b.train_weights);
+        let grads = weight_gradients(&self.stack, &pass.tables, &pass.train, &d_logits);
         let n = self.weights.size()[0];
         let flat = Tensor::cat(&grads.iter().map(|(_, g)| g.reshape([n, -1])).collect::<Vec<_>>(), 1);
         self.optimizer.step(&[flat]);
-        let next = forward(&self.stack, b);
-        let losses = Tensor::stack(&[self.now.losses.select(1, 0), next.losses.select(1, 1)], 1);
-        self.now = next;
-        losses
+        pass.losses
+    }
+
+    /// The losses of the weights as they are now, `[model, 2]` (train, test).
+    pub fn losses(&self) -> Tensor {
+        forward(&self.stack, &self.batches).losses
+    }
+
+    /// `epochs` epochs of every model, with their losses as the seed records them:
+    /// per epoch and model, the train loss before the step and the test loss after it.
+    pub fn train_epochs(&mut self, epochs: i64) -> Vec<Vec<(f64, f64)>> {
+        let mut records = Vec::new();
+        let mut train_before: Option<Tensor> = None;
+        for _ in 0..epochs {
+            let losses = self.step();
+            if let Some(train) = train_before.take() {
+                records.push(Tensor::stack(&[train, losses.select(1, 1)], 1));
+            }
+            train_before = Some(losses.select(1, 0));
+        }
+        if let Some(train) = train_before {
+            records.push(Tensor::stack(&[train, self.losses().select(1, 1)], 1));
+        }
+        if records.is_empty() {
+            return Vec::new();
+        }
+        let n = self.weights.size()[0] as usize;
+        let values = Vec::<f64>::try_from(&Tensor::stack(&records, 0).to_device(Device::Cpu).flatten(0, -1))
+            .unwrap_or_default();
+        values.chunks_exact(2 * n).map(|epoch| epoch.chunks_exact(2).map(|l| (l[0], l[1])).collect()).collect()
     }
 
     /// Model i as it is now (a copy of its weights, on the training device).
@@ -201,12 +225,6 @@ impl Trainer {
         let flat = |ts: &[Tensor]| Tensor::cat(&ts.iter().map(|t| t.reshape([n, -1])).collect::<Vec<_>>(), 1);
         self.optimizer.set_state(vec![flat(exp_avg)], vec![flat(exp_avg_sq)], step);
     }
-}
-
-/// Per-run (train, test) losses from [`Trainer::step`]'s `[model, 2]` tensor.
-pub fn read_losses(losses: &Tensor) -> Vec<(f64, f64)> {
-    let values = Vec::<f64>::try_from(&losses.to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default();
-    values.chunks_exact(2).map(|l| (l[0], l[1])).collect()
 }
 
 /// The forward pass of `stack` over all of `batches`, piece by piece.
@@ -271,29 +289,23 @@ pub fn train_stacked(
     let t = &runs[0].0.train;
     let mut losses = vec![(Vec::new(), Vec::new()); runs.len()];
     let progress = Progress::new(t.num_epochs as u64);
-    // Losses stay on the device until a checkpoint reads them: no wait per epoch.
-    let mut pending = Vec::new();
-    for epoch in 0..t.num_epochs {
-        pending.push(trainer.step());
-        progress.tick(epoch);
-        let last = epoch + 1 == t.num_epochs;
-        if (epoch + 1) % t.checkpoint_every != 0 && !last {
-            continue;
-        }
-        let epochs = Tensor::stack(&pending, 0).to_device(Device::Cpu); // [epoch, model, 2]
-        pending.clear();
-        let values = Vec::<f64>::try_from(&epochs.flatten(0, -1)).unwrap_or_default();
-        for per_model in values.chunks_exact(2 * runs.len()) {
-            for ((train, test), l) in losses.iter_mut().zip(per_model.chunks_exact(2)) {
-                train.push(l[0]);
-                test.push(l[1]);
+    // Between checkpoints the losses stay on the device: no wait per epoch.
+    let mut done = 0;
+    while done < t.num_epochs {
+        let epochs = (t.checkpoint_every - done % t.checkpoint_every).min(t.num_epochs - done);
+        for epoch in trainer.train_epochs(epochs) {
+            for ((train, test), (tr, te)) in losses.iter_mut().zip(epoch) {
+                train.push(tr);
+                test.push(te);
             }
         }
-        if (epoch + 1) % t.checkpoint_every == 0 {
+        done += epochs;
+        progress.tick(done);
+        if done % t.checkpoint_every == 0 {
             let now: Vec<(f64, f64)> = losses.iter().map(|(tr, te)| (tr[tr.len() - 1], te[te.len() - 1])).collect();
-            progress.checkpoint(epoch, &now);
+            progress.checkpoint(done - 1, &now);
             for (i, (observer, (train, test))) in observers.iter_mut().zip(&losses).enumerate() {
-                observer.checkpoint(epoch, &trainer.model(i), train, test)?;
+                observer.checkpoint(done - 1, &trainer.model(i), train, test)?;
             }
         }
     }
@@ -317,9 +329,9 @@ impl Progress {
         Progress(Some(bar))
     }
 
-    fn tick(&self, epoch: i64) {
+    fn tick(&self, epochs_done: i64) {
         if let Some(bar) = &self.0 {
-            bar.set_position(epoch as u64 + 1);
+            bar.set_position(epochs_done as u64);
         }
     }
 
