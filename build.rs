@@ -1,16 +1,38 @@
-//! Bakes the libtorch location into the binaries and tests (rpath), and links
-//! libtorch_cuda explicitly: the linker otherwise drops it (`--as-needed`),
-//! since nothing references it by symbol, and CUDA is then never available.
+//! Bakes the libtorch location into the binaries and tests (rpath), links
+//! libtorch_cuda explicitly (the linker otherwise drops it under `--as-needed`, since
+//! nothing references it by symbol, and CUDA is then never available), and compiles
+//! `src/cuda_graph.cpp` against libtorch's headers.
 use std::path::Path;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
+    println!("cargo:rerun-if-changed=src/cuda_graph.cpp");
+    println!("cargo:rustc-check-cfg=cfg(groklens_cuda)");
     let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         return;
     };
     println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
-    if Path::new(&lib).join("libtorch_cuda.so").exists() {
-        println!("cargo:rustc-link-arg=-L{lib}");
-        println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
+    let lib = Path::new(&lib);
+    if !lib.join("libtorch_cuda.so").exists() {
+        return;
     }
+    // The torch wheel's headers, the CUDA runtime's from its nvidia wheel, and the
+    // compiler headers (`crt/`) that only triton's wheel carries.
+    let include = lib.join("../include");
+    let cuda_include = lib.join("../../nvidia/cu13/include");
+    let crt_include = lib.join("../../triton/backends/nvidia/include");
+    cc::Build::new()
+        .cpp(true)
+        .std("c++17")
+        .file("src/cuda_graph.cpp")
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .include(&cuda_include)
+        .include(&crt_include)
+        .define("_GLIBCXX_USE_CXX11_ABI", "1")
+        .warnings(false)
+        .compile("groklens_cuda_graph");
+    println!("cargo:rustc-cfg=groklens_cuda");
+    println!("cargo:rustc-link-arg=-L{}", lib.display());
+    println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,-lc10_cuda,--as-needed");
 }

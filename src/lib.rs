@@ -10,6 +10,7 @@ pub mod config;
 pub mod device;
 pub mod error;
 pub mod fourier;
+mod cuda_graph;
 mod gradient;
 pub mod hooks;
 pub mod import;

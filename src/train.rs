@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tch::{Device, Kind, Tensor};
 
 use crate::adamw::AdamW;
+use crate::cuda_graph::{Graph, SideStream};
 use crate::gradient::{logit_gradient, weight_gradients};
 use crate::config::{ModelConfig, RunConfig};
 use crate::error::{Error, Result};
@@ -114,7 +115,29 @@ pub struct Trainer {
     weights: Tensor,
     optimizer: AdamW,
     batches: Batches,
+    /// On a GPU: the stream epochs run on and how they run.
+    gpu: Option<Gpu>,
 }
+
+/// Epochs run eagerly for a few warm-up epochs (libtorch and cuBLAS set up what they
+/// need, outside any capture), then one epoch is captured as a CUDA graph and every
+/// later epoch replays it: one launch per epoch instead of a few hundred. The graph
+/// reads and updates the weights and optimizer state in place and writes the losses
+/// into one tensor; `GROKLENS_CUDA_GRAPHS=0` keeps every epoch eager.
+struct Gpu {
+    epochs: GpuEpochs,
+    /// Dropped last: the graph goes before the default stream comes back.
+    _stream: SideStream,
+}
+
+enum GpuEpochs {
+    Eager,
+    WarmingUp(u32),
+    Replaying(Graph, Tensor),
+}
+
+/// Eager epochs on a GPU before the capture.
+const WARM_UP_EPOCHS: u32 = 3;
 
 impl Trainer {
     /// One run.
@@ -146,6 +169,14 @@ impl Trainer {
                 return Err(Error::config("runs trained together must be one-layer models on one device"));
             }
         }
+        let gpu = match first_model.device() {
+            Device::Cuda(index) => {
+                let graphs = std::env::var("GROKLENS_CUDA_GRAPHS").map_or(true, |v| v != "0");
+                let epochs = if graphs { GpuEpochs::WarmingUp(0) } else { GpuEpochs::Eager };
+                Some(Gpu { epochs, _stream: SideStream::new(index)? })
+            }
+            _ => None,
+        };
         let models: Vec<&HookedTransformer> = runs.iter().map(|(_, m, _)| *m).collect();
         let stack = HookedTransformer::stack(&models);
         let n = runs.len() as i64;
@@ -167,13 +198,42 @@ impl Trainer {
         let optimizer = AdamW::new(vec![weights.shallow_clone()], &lr, &wd, first.train.betas);
         let data: Vec<(&RunConfig, &Split)> = runs.iter().map(|(c, _, s)| (*c, *s)).collect();
         let batches = Batches::new(&data, stack.device());
-        Ok(Trainer { stack, weights, optimizer, batches })
+        Ok(Trainer { stack, weights, optimizer, batches, gpu })
     }
 
     /// One epoch of every model: the forward pass, then one AdamW step. Returns the
     /// losses of the weights before the step, `[model, 2]` float64 (train, test), on the
     /// training device: reading them waits for the device.
-    pub fn step(&mut self) -> Tensor {
+    pub fn step(&mut self) -> Result<Tensor> {
+        let Some(gpu) = &mut self.gpu else {
+            return Ok(self.eager_step());
+        };
+        match std::mem::replace(&mut gpu.epochs, GpuEpochs::Eager) {
+            GpuEpochs::Eager => Ok(self.eager_step()),
+            GpuEpochs::WarmingUp(done) if done < WARM_UP_EPOCHS => {
+                gpu.epochs = GpuEpochs::WarmingUp(done + 1);
+                Ok(self.eager_step())
+            }
+            GpuEpochs::WarmingUp(_) => {
+                let (graph, losses) = Graph::capture(|| self.eager_step())?;
+                self.replay(graph, losses)
+            }
+            GpuEpochs::Replaying(graph, losses) => self.replay(graph, losses),
+        }
+    }
+
+    /// One epoch by the captured graph; its losses copied out before the next replay.
+    fn replay(&mut self, graph: Graph, losses: Tensor) -> Result<Tensor> {
+        graph.replay()?;
+        let out = losses.copy();
+        if let Some(gpu) = &mut self.gpu {
+            gpu.epochs = GpuEpochs::Replaying(graph, losses);
+        }
+        Ok(out)
+    }
+
+    /// [`Trainer::step`], each kernel launched as it comes.
+    fn eager_step(&mut self) -> Tensor {
         let b = &self.batches;
         let pass = forward(&self.stack, b);
         let d_logits = logit_gradient(&pass.train_log_probs, &b.train_labels, &b.train_weights);
@@ -191,11 +251,11 @@ impl Trainer {
 
     /// `epochs` epochs of every model, with their losses as the seed records them:
     /// per epoch and model, the train loss before the step and the test loss after it.
-    pub fn train_epochs(&mut self, epochs: i64) -> Vec<Vec<(f64, f64)>> {
+    pub fn train_epochs(&mut self, epochs: i64) -> Result<Vec<Vec<(f64, f64)>>> {
         let mut records = Vec::new();
         let mut train_before: Option<Tensor> = None;
         for _ in 0..epochs {
-            let losses = self.step();
+            let losses = self.step()?;
             if let Some(train) = train_before.take() {
                 records.push(Tensor::stack(&[train, losses.select(1, 1)], 1));
             }
@@ -205,12 +265,11 @@ impl Trainer {
             records.push(Tensor::stack(&[train, self.losses().select(1, 1)], 1));
         }
         if records.is_empty() {
-            return Vec::new();
+            return Ok(Vec::new());
         }
         let n = self.weights.size()[0] as usize;
-        let values = Vec::<f64>::try_from(&Tensor::stack(&records, 0).to_device(Device::Cpu).flatten(0, -1))
-            .unwrap_or_default();
-        values.chunks_exact(2 * n).map(|epoch| epoch.chunks_exact(2).map(|l| (l[0], l[1])).collect()).collect()
+        let values = Vec::<f64>::try_from(&Tensor::stack(&records, 0).to_device(Device::Cpu).flatten(0, -1))?;
+        Ok(values.chunks_exact(2 * n).map(|epoch| epoch.chunks_exact(2).map(|l| (l[0], l[1])).collect()).collect())
     }
 
     /// Model i as it is now (a copy of its weights, on the training device).
@@ -293,7 +352,7 @@ pub fn train_stacked(
     let mut done = 0;
     while done < t.num_epochs {
         let epochs = (t.checkpoint_every - done % t.checkpoint_every).min(t.num_epochs - done);
-        for epoch in trainer.train_epochs(epochs) {
+        for epoch in trainer.train_epochs(epochs)? {
             for ((train, test), (tr, te)) in losses.iter_mut().zip(epoch) {
                 train.push(tr);
                 test.push(te);

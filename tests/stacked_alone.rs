@@ -31,9 +31,9 @@ fn a_stack_trains_each_run_as_if_alone() {
     let models: Vec<HookedTransformer> =
         configs.iter().map(|c| HookedTransformer::new(&c.model, Device::Cpu).unwrap()).collect();
     let runs: Vec<_> = (0..3).map(|i| (&configs[i], &models[i], &splits[i])).collect();
-    let together = Trainer::stacked(&runs).unwrap().train_epochs(200);
+    let together = Trainer::stacked(&runs).unwrap().train_epochs(200).unwrap();
     let alone: Vec<Vec<Vec<(f64, f64)>>> =
-        runs.iter().map(|(c, m, s)| Trainer::new(c, m, s).unwrap().train_epochs(200)).collect();
+        runs.iter().map(|(c, m, s)| Trainer::new(c, m, s).unwrap().train_epochs(200).unwrap()).collect();
     let mut worst: f64 = 0.0;
     for (epoch, together) in together.iter().enumerate() {
         for (i, alone) in alone.iter().enumerate() {
