@@ -2,6 +2,7 @@
 // (tch exposes neither). Every function returns 0 on success, or 1 with the message
 // left for groklens_cuda_last_error: no C++ exception crosses into Rust.
 #include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAStream.h>
 
@@ -41,8 +42,13 @@ int groklens_cuda_graph_new(void** graph) {
   return guarded([&] { *graph = new at::cuda::CUDAGraph(); });
 }
 
+// Hands the blocks cached by the eager epochs back first: the graph gets a memory
+// pool of its own, and the two together ran out of memory for a stack of 256 runs.
 int groklens_cuda_graph_begin(void* graph) {
-  return guarded([&] { static_cast<at::cuda::CUDAGraph*>(graph)->capture_begin(); });
+  return guarded([&] {
+    c10::cuda::CUDACachingAllocator::emptyCache();
+    static_cast<at::cuda::CUDAGraph*>(graph)->capture_begin();
+  });
 }
 
 int groklens_cuda_graph_end(void* graph) {
