@@ -42,6 +42,9 @@ pub(crate) struct Tables {
     /// with the biases to the MLP input, to the logits and to the residual; or, when
     /// not `wide`, the VO and residual columns alone.
     rows: Tensor,
+    /// The rows without their resid_mid columns, contiguous, when `wide`: what inputs
+    /// read when resid_mid is not asked for.
+    rows_out: Option<Tensor>,
     /// Whether the rows carry the products with W_in and W_U (`[d_mlp + d_vocab_out +
     /// d_model]` wide), or inputs multiply their resid_mid by those weights instead
     /// (`[d_model]` wide). Summing 12 wide rows costs less than the product on a CPU; on
@@ -128,11 +131,12 @@ impl Lookup {
 /// Inputs per piece when a batch is read from the tables in pieces on the CPU.
 const CHUNK: i64 = 4096;
 
-/// Where to cut `len` inputs into pieces on `device`: on the CPU in pieces of [`CHUNK`]
-/// (the gathers then stay in cache: measured 2× faster on the seed's 8,939 test
-/// inputs), elsewhere in one piece (fewer kernel launches).
+/// Where to cut `len` inputs into pieces on `device`: on the CPU in even pieces of at
+/// most [`CHUNK`] (the gathers then stay in cache: measured 2× faster on the seed's
+/// 8,939 test inputs), elsewhere in one piece (fewer kernel launches).
 pub(crate) fn pieces(len: i64, device: Device) -> Vec<(i64, i64)> {
-    let step = if device == Device::Cpu { CHUNK } else { len.max(1) };
+    let count = if device == Device::Cpu { (len + CHUNK - 1) / CHUNK } else { 1 };
+    let step = ((len + count - 1) / count.max(1)).max(1);
     (0..len).step_by(step as usize).map(|start| (start, step.min(len - start))).collect()
 }
 
@@ -188,9 +192,12 @@ impl HookedTransformer {
             (vo, resid_base)
         };
         let width = rows.size()[2];
+        let rows = Tensor::cat(&[rows.view([-1, width]), base.view([-1, width])], 0);
+        let rows_out = wide.then(|| rows.narrow(1, 0, cfg.d_mlp + cfg.d_vocab_out).contiguous());
         Tables {
             scores: scores.contiguous(),
-            rows: Tensor::cat(&[rows.view([-1, width]), base.view([-1, width])], 0),
+            rows,
+            rows_out,
             wide,
             logit_bias,
             w_logit: m.W_out.bmm(&self.unembed.W_U),
@@ -211,13 +218,15 @@ impl HookedTransformer {
             .index_select(0, &lookup.score_rows.flatten(0, 2))
             .view([n, batch, n_pos, self.cfg.n_heads])
             .softmax(2, Kind::Float);
-        let narrow = tables.wide && !with_resid_mid;
-        let rows = if narrow { tables.rows.narrow(1, 0, d_mlp + d_out) } else { tables.rows.shallow_clone() };
+        let rows = match (&tables.rows_out, with_resid_mid) {
+            (Some(rows_out), false) => rows_out,
+            _ => &tables.rows,
+        };
         let width = rows.size()[1];
         // Per input: its pattern-weighted rows, and its base row once.
         let weights = Tensor::cat(&[pattern.view([n * batch, -1]), lookup.ones.shallow_clone()], 1);
         let (mixed, _, _, _) = Tensor::embedding_bag(
-            &rows.contiguous(),
+            rows,
             &lookup.bag_rows,
             &lookup.offsets,
             false,
