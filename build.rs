@@ -1,7 +1,7 @@
-//! Bakes the libtorch location into the binaries and tests (rpath), links
-//! libtorch_cuda explicitly (the linker otherwise drops it under `--as-needed`, since
-//! nothing references it by symbol, and CUDA is then never available), and compiles
-//! `src/cuda_graph.cpp` against libtorch's headers.
+//! Bakes the libtorch location into the binaries and tests (rpath), compiles
+//! `src/cuda_graph.cpp` against libtorch's headers, and links libtorch_cuda explicitly
+//! (the linker otherwise drops it under `--as-needed` from binaries that reference none
+//! of its symbols, and CUDA is then never available).
 use std::path::Path;
 
 fn main() {
@@ -33,6 +33,10 @@ fn main() {
         .warnings(false)
         .compile("groklens_cuda_graph");
     println!("cargo:rustc-cfg=groklens_cuda");
-    println!("cargo:rustc-link-arg=-L{}", lib.display());
-    println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,-lc10_cuda,--as-needed");
+    // What the shim calls, for whatever links this crate (the notebooks too)...
+    println!("cargo:rustc-link-search=native={}", lib.display());
+    println!("cargo:rustc-link-lib=dylib=torch_cuda");
+    println!("cargo:rustc-link-lib=dylib=c10_cuda");
+    // ...and for this crate's own binaries and tests even where nothing calls it.
+    println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
 }
