@@ -59,12 +59,8 @@ pub(crate) fn weight_gradients(
     let d_w_logit = tr(&read.post).bmm(g); // Σ postᵀ·g: [model, d_mlp, d_vocab_out]
     let g_sum = g.sum_dim_intlist(1, true, Kind::Float);
     let d_w_out = d_w_logit.bmm(&tr(w_u));
-    let d_w_u = tr(resid_mid).bmm(g).baddbmm(&tr(&m.W_out), &d_w_logit, 1, 1).baddbmm(
-        &m.b_out.unsqueeze(2),
-        &g_sum,
-        1,
-        1,
-    );
+    let d_w_u =
+        tr(resid_mid).bmm(g).baddbmm(&tr(&m.W_out), &d_w_logit, 1, 1).baddbmm(&m.b_out.unsqueeze(2), &g_sum, 1, 1);
     // MLP input.
     let d_post = g.bmm(&tr(&tables.w_logit));
     let d_pre = match cfg.act_fn {
@@ -77,13 +73,14 @@ pub(crate) fn weight_gradients(
     // Attention at the last position: z_h and the pattern's gradient per input.
     let last_rows = read.last_rows.flatten(0, 1);
     let key_rows = read.key_rows.flatten(0, 2);
-    let v_rows = tables.kv.view([-1, 2 * he]).narrow(1, he, he).index_select(0, &key_rows).view([n, batch, n_pos, h, e]);
+    let v_rows =
+        tables.kv.view([-1, 2 * he]).narrow(1, he, he).index_select(0, &key_rows).view([n, batch, n_pos, h, e]);
     let pattern = read.pattern.unsqueeze(-1);
     let z = (&pattern * &v_rows).sum_dim_intlist(2, false, Kind::Float); // [model, batch, head, d_head]
     let d_w_o = tr(&z.view([n, batch, he])).bmm(&d_resid).view([n, h, e, d]);
     let d_z = d_resid.bmm(&tr(&a.W_O.reshape([n, he, d]))).view([n, batch, 1, h, e]);
     let d_pattern = (&v_rows * &d_z).sum_dim_intlist(-1, false, Kind::Float); // [model, batch, pos, head]
-    // Softmax over positions, and the score's 1/√d_head.
+                                                                              // Softmax over positions, and the score's 1/√d_head.
     let p_dot = (&read.pattern * &d_pattern).sum_dim_intlist(2, true, Kind::Float);
     let d_score = &read.pattern * (d_pattern - p_dot) / (e as f64).sqrt();
 
@@ -98,7 +95,11 @@ pub(crate) fn weight_gradients(
     let d_v = scatter(n * n_pos * n_vocab, &key_rows, &(&pattern * &d_z), he).view([n, n_pos * n_vocab, he]);
     let d_scores = scatter(n * n_pos * n_vocab * n_vocab, &read.score_rows.flatten(0, 2), &d_score, h);
     // scores[(pos, key token), query token] = k·q per head, so d_k = d_scores·q, d_q = d_scoresᵀ·k.
-    let d_scores = d_scores.view([n, n_pos * n_vocab, n_vocab, h]).permute([0, 3, 1, 2]).reshape([n * h, n_pos * n_vocab, n_vocab]);
+    let d_scores = d_scores.view([n, n_pos * n_vocab, n_vocab, h]).permute([0, 3, 1, 2]).reshape([
+        n * h,
+        n_pos * n_vocab,
+        n_vocab,
+    ]);
     let per_head = |t: Tensor, rows: i64| t.reshape([n, rows, h, e]).permute([0, 2, 1, 3]).reshape([n * h, rows, e]);
     let per_column = |t: Tensor, rows: i64| t.view([n, h, rows, e]).permute([0, 2, 1, 3]).reshape([n, rows, he]);
     let k = per_head(tables.kv.narrow(2, 0, he), n_pos * n_vocab);
@@ -160,7 +161,8 @@ mod tests {
             tch::manual_seed(7);
             let models: Vec<HookedTransformer> = (1..=2)
                 .map(|seed| {
-                    let model = HookedTransformer::new(&ModelConfig { seed, ..cfg.model.clone() }, Device::Cpu).unwrap();
+                    let model =
+                        HookedTransformer::new(&ModelConfig { seed, ..cfg.model.clone() }, Device::Cpu).unwrap();
                     model.map_parameters(|_, t| t + 0.1 * t.randn_like())
                 })
                 .collect();
@@ -185,7 +187,10 @@ mod tests {
                     let theirs = param.grad();
                     let scale = theirs.abs().max().double_value(&[]);
                     let gap = (grad.get(i as i64) - &theirs).abs().max().double_value(&[]);
-                    assert!(gap <= 1e-5 * scale, "{act_fn:?} wide {wide} model {i} {name}: gap {gap:e} at scale {scale:e}");
+                    assert!(
+                        gap <= 1e-5 * scale,
+                        "{act_fn:?} wide {wide} model {i} {name}: gap {gap:e} at scale {scale:e}"
+                    );
                 }
             }
         }

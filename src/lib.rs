@@ -7,10 +7,10 @@
 pub mod adamw;
 pub mod analysis;
 pub mod config;
+mod cuda_graph;
 pub mod device;
 pub mod error;
 pub mod fourier;
-mod cuda_graph;
 mod gradient;
 pub mod hooks;
 pub mod import;

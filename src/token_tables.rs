@@ -102,7 +102,9 @@ pub(crate) struct Lookup {
     /// Row of each input's (model, position, key token, query token) in the score
     /// table, per head: `[model, batch, pos]`.
     score_rows: Tensor,
-    /// The rows each input sums: pos·head pattern-weighted ones, then its base row.
+    /// Each input's scores in the flat score table: `[model, batch, head, pos]`.
+    score_index: Tensor,
+    /// The rows each input sums: head·pos pattern-weighted ones, then its base row.
     bag_rows: Tensor,
     offsets: Tensor,
     /// The base row's weight, 1: `[model · batch, 1]`.
@@ -119,12 +121,14 @@ impl Lookup {
         let key_rows = (model.unsqueeze(2) * n_pos + Tensor::arange(n_pos, (Kind::Int64, device))) * n_vocab + tokens;
         let last_rows = model * n_vocab + &t_last;
         let score_rows = &key_rows * n_vocab + t_last.unsqueeze(2);
-        let head_rows = key_rows.unsqueeze(-1) * n_heads + Tensor::arange(n_heads, (Kind::Int64, device));
+        let heads = Tensor::arange(n_heads, (Kind::Int64, device)).view([n_heads, 1]);
+        let score_index = score_rows.unsqueeze(2) * n_heads + &heads;
+        let head_rows = key_rows.unsqueeze(2) * n_heads + heads; // [model, batch, head, pos]
         let base_rows = &last_rows + n * n_pos * n_vocab * n_heads;
-        let bag_rows = Tensor::cat(&[head_rows.view([n, batch, -1]), base_rows.unsqueeze(2)], 2).flatten(0, 2);
+        let bag_rows = Tensor::cat(&[head_rows.reshape([n, batch, -1]), base_rows.unsqueeze(2)], 2).flatten(0, 2);
         let offsets = Tensor::arange(n * batch, (Kind::Int64, device)) * (n_pos * n_heads + 1);
         let ones = Tensor::ones([n * batch, 1], (Kind::Float, device));
-        Lookup { key_rows, last_rows, score_rows, bag_rows, offsets, ones }
+        Lookup { key_rows, last_rows, score_rows, score_index, bag_rows, offsets, ones }
     }
 }
 
@@ -168,8 +172,9 @@ impl HookedTransformer {
         let kv = x.view([n, n_pos * n_vocab, d_model]).bmm(&w_kv) + b_kv; // [model, pos·vocab, 2·he]
         let k = kv.narrow(2, 0, he).reshape([n, n_pos * n_vocab, n_heads, d_head]).permute([0, 2, 1, 3]);
         let q_heads = q.view([n, n_vocab, n_heads, d_head]).permute([0, 2, 3, 1]);
-        let scores = k.reshape([n * n_heads, n_pos * n_vocab, d_head]).bmm(&q_heads.reshape([n * n_heads, d_head, n_vocab]))
-            / (d_head as f64).sqrt(); // [model·head, pos·vocab, query token]
+        let scores =
+            k.reshape([n * n_heads, n_pos * n_vocab, d_head]).bmm(&q_heads.reshape([n * n_heads, d_head, n_vocab]))
+                / (d_head as f64).sqrt(); // [model·head, pos·vocab, query token]
         let scores = scores.view([n, n_heads, n_pos, n_vocab, n_vocab]).permute([0, 2, 3, 4, 1]);
         // VO per (position, token, head): [model, pos·vocab·head, d_model].
         let v = kv.narrow(2, he, he).reshape([n, n_pos * n_vocab, n_heads, d_head]);
@@ -209,15 +214,10 @@ impl HookedTransformer {
 
     /// Reads the inputs of `lookup` from `tables`; `resid_mid` only when asked for.
     pub(crate) fn read_tables(&self, tables: &Tables, lookup: &Lookup, with_resid_mid: bool) -> Read {
-        let (n, batch, n_pos) = lookup.key_rows.size3().expect("key rows are [model, batch, pos]");
+        let (n, batch, _) = lookup.key_rows.size3().expect("key rows are [model, batch, pos]");
         let (d_mlp, d_out) = (self.cfg.d_mlp, self.cfg.d_vocab_out);
-        // The last query sees every position: softmax over all of them.
-        let pattern = tables
-            .scores
-            .view([-1, self.cfg.n_heads])
-            .index_select(0, &lookup.score_rows.flatten(0, 2))
-            .view([n, batch, n_pos, self.cfg.n_heads])
-            .softmax(2, Kind::Float);
+        // The last query sees every position: softmax over all of them, per head.
+        let pattern = tables.scores.take(&lookup.score_index).softmax(-1, Kind::Float); // [model, batch, head, pos]
         let rows = match (&tables.rows_out, with_resid_mid) {
             (Some(rows_out), false) => rows_out,
             _ => &tables.rows,
@@ -248,9 +248,16 @@ impl HookedTransformer {
         } else {
             tables.logit_bias.baddbmm(&mixed, w_u, 1, 1).baddbmm(&post, &tables.w_logit, 1, 1)
         };
-        Read { key_rows: lookup.key_rows.shallow_clone(), last_rows: lookup.last_rows.shallow_clone(),
+        Read {
+            key_rows: lookup.key_rows.shallow_clone(),
+            last_rows: lookup.last_rows.shallow_clone(),
             score_rows: lookup.score_rows.shallow_clone(),
-            pattern, pre, post, logits, resid_mid }
+            pattern: pattern.permute([0, 1, 3, 2]),
+            pre,
+            post,
+            logits,
+            resid_mid,
+        }
     }
 
     /// The last position of a stack of one-layer models, each on its own inputs

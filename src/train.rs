@@ -9,10 +9,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tch::{Device, Kind, Tensor};
 
 use crate::adamw::AdamW;
-use crate::cuda_graph::{Graph, SideStream};
-use crate::gradient::{logit_gradient, weight_gradients};
 use crate::config::{ModelConfig, RunConfig};
+use crate::cuda_graph::{Graph, SideStream};
 use crate::error::{Error, Result};
+use crate::gradient::{logit_gradient, weight_gradients};
 use crate::model::{is_weight_name, HookedTransformer};
 use crate::task::Split;
 use crate::token_tables::{pieces, Lookup, Read, Tables};
