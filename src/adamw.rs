@@ -21,7 +21,6 @@ pub struct AdamW {
     /// Steps taken, a float64 scalar on the parameters' device: the bias corrections
     /// are computed there, so a step neither copies nor waits (and can be replayed).
     step: Tensor,
-    /// Per model.
     /// Per model, float64 on the parameters' device (so a step copies nothing there).
     lr: Tensor,
     /// Per model, 1 − lr · weight_decay: `[model]` float32, as PyTorch applies it.

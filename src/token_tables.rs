@@ -144,6 +144,11 @@ pub(crate) fn pieces(len: i64, device: Device) -> Vec<(i64, i64)> {
     (0..len).step_by(step as usize).map(|start| (start, step.min(len - start))).collect()
 }
 
+/// Whether tables on `device` should be wide ([`Tables::wide`]): on the CPU.
+pub(crate) fn wide_tables(device: Device) -> bool {
+    device == Device::Cpu
+}
+
 /// `[model, h, d, e]` → `[model, d, h·e]`: the per-head projection as one matrix.
 pub(crate) fn heads_as_columns(w: &Tensor) -> Tensor {
     let (n, h, d, e) = (w.size()[0], w.size()[1], w.size()[2], w.size()[3]);
@@ -264,7 +269,7 @@ impl HookedTransformer {
     /// `[model, batch, pos]`: logits and MLP activations `[model, batch, ·]`, and
     /// `resid_mid` only when asked for.
     fn stacked_last_position(&self, tokens: &Tensor, with_resid_mid: bool) -> (Tensor, Tensor, Option<Tensor>) {
-        let tables = self.tables(tokens.size()[2], tokens.device() == Device::Cpu);
+        let tables = self.tables(tokens.size()[2], wide_tables(tokens.device()));
         let reads: Vec<Read> = pieces(tokens.size()[1], tokens.device())
             .into_iter()
             .map(|(start, len)| {

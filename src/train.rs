@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::gradient::{logit_gradient, weight_gradients};
 use crate::model::{is_weight_name, HookedTransformer};
 use crate::task::Split;
-use crate::token_tables::{pieces, Lookup, Read, Tables};
+use crate::token_tables::{pieces, wide_tables, Lookup, Read, Tables};
 
 /// The seed's `loss_fn`: mean cross-entropy of last-position logits, in float64.
 pub fn loss_fn(last_logits: &Tensor, labels: &Tensor) -> Tensor {
@@ -27,7 +27,8 @@ pub fn loss_fn(last_logits: &Tensor, labels: &Tensor) -> Tensor {
 /// training rows then its test rows, each set padded to the longest run's:
 /// `[model, train + test, pos]` and `[model, train + test]`.
 struct Batches {
-    data: Tensor,
+    /// Positions per input.
+    n_pos: i64,
     labels: Tensor,
     /// Rows of the (padded) training set; the test set follows.
     n_train: i64,
@@ -85,7 +86,8 @@ impl Batches {
                 (start, len, with_resid_mid, Lookup::new(model_cfg, &data.narrow(1, start, len)))
             })
             .collect();
-        Batches { data, labels, n_train, loss_weights, train_labels, train_weights, pieces }
+        let n_pos = data.size()[2];
+        Batches { n_pos, labels, n_train, loss_weights, train_labels, train_weights, pieces }
     }
 }
 
@@ -289,7 +291,7 @@ impl Trainer {
 /// The forward pass of `stack` over all of `batches`, piece by piece.
 fn forward(stack: &HookedTransformer, batches: &Batches) -> Pass {
     let n_train = batches.n_train;
-    let tables = stack.tables(batches.data.size()[2], batches.data.device() == Device::Cpu);
+    let tables = stack.tables(batches.n_pos, wide_tables(stack.device()));
     let mut nll = vec![];
     let mut train = None;
     for (start, len, with_resid_mid, lookup) in &batches.pieces {
