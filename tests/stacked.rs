@@ -3,15 +3,11 @@
 use std::process::Command;
 
 use groklens::train::Trainer;
-use groklens::{HookedTransformer, ModelConfig, Run, RunConfig, Split, Task};
+use groklens::{HookedTransformer, Run, Split, Task};
 use tch::Device;
 
-fn tiny(task: Task, seed: i64, frac_train: f64, weight_decay: f64) -> RunConfig {
-    let mut cfg = RunConfig::for_task(task);
-    cfg.model = ModelConfig { d_model: 16, d_head: 8, n_heads: 2, d_mlp: 32, seed, ..cfg.model };
-    (cfg.train.frac_train, cfg.train.weight_decay) = (frac_train, weight_decay);
-    cfg
-}
+mod common;
+use common::tiny;
 
 #[test]
 fn runs_of_different_shapes_do_not_stack() {

@@ -1,18 +1,14 @@
 //! A stack of runs computes what each run computes alone. Its own test binary, so that
 //! it can pin libtorch to one intra-op thread before any work: with two threads some CPU
-//! kernels (the embedding-bag backward among them) are not deterministic, and a rare
-//! run under load drifted past the bound from that alone.
+//! kernels are not deterministic, and a rare run under load once drifted past the bound
+//! from that alone.
 
 use groklens::train::Trainer;
-use groklens::{HookedTransformer, ModelConfig, RunConfig, Split, Task};
+use groklens::{HookedTransformer, Split, Task};
 use tch::Device;
 
-fn tiny(task: Task, seed: i64, frac_train: f64, weight_decay: f64) -> RunConfig {
-    let mut cfg = RunConfig::for_task(task);
-    cfg.model = ModelConfig { d_model: 16, d_head: 8, n_heads: 2, d_mlp: 32, seed, ..cfg.model };
-    (cfg.train.frac_train, cfg.train.weight_decay) = (frac_train, weight_decay);
-    cfg
-}
+mod common;
+use common::tiny;
 
 /// Each run's losses alone and in a stack of three agree to 1e-6 relative over 200
 /// epochs (the same arithmetic, batched; a small model is not chaotic at this scale).
