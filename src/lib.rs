@@ -12,6 +12,7 @@ pub mod device;
 pub mod error;
 pub mod fourier;
 mod gradient;
+mod heap;
 pub mod hooks;
 pub mod import;
 pub mod measures;

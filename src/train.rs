@@ -13,6 +13,7 @@ use crate::config::{ModelConfig, RunConfig};
 use crate::cuda_graph::{Graph, SideStream};
 use crate::error::{Error, Result};
 use crate::gradient::{logit_gradient, weight_gradients};
+use crate::heap;
 use crate::model::{is_weight_name, HookedTransformer};
 use crate::task::Split;
 use crate::token_tables::{pieces, wide_tables, Lookup, Read, Tables};
@@ -55,6 +56,10 @@ impl Batches {
             let mut rows = vec![0i64; (n_train + n_test) as usize];
             let mut w = vec![0f64; 2 * rows.len()];
             for (set, indices, offset) in [(0, &split.train, 0), (1, &split.test, n_train as usize)] {
+                // In pair order: neighbouring inputs share their first token, and the
+                // table rows they read stay in cache.
+                let mut indices = indices.clone();
+                indices.sort_unstable();
                 for (i, &row) in indices.iter().enumerate() {
                     rows[offset + i] = row;
                     w[2 * (offset + i) + set] = 1.0 / indices.len() as f64;
@@ -170,6 +175,9 @@ impl Trainer {
             if model.cfg.n_layers != 1 || model.device() != first_model.device() {
                 return Err(Error::config("runs trained together must be one-layer models on one device"));
             }
+        }
+        if first_model.device() == Device::Cpu {
+            heap::keep_freed_blocks();
         }
         let gpu = match first_model.device() {
             Device::Cuda(index) => {
