@@ -64,8 +64,8 @@ pub(crate) fn weight_gradients(
     // MLP input.
     let d_post = g.bmm(&tr(&tables.w_logit));
     let d_pre = match cfg.act_fn {
-        ActFn::Relu => read.pre.threshold_backward(&d_post, 0.0),
-        ActFn::Gelu => read.pre.gelu_backward(&d_post, "none"),
+        ActFn::Relu => read.derivative_at.threshold_backward(&d_post, 0.0),
+        ActFn::Gelu => read.derivative_at.gelu_backward(&d_post, "none"),
     };
     let d_w_in = tr(resid_mid).bmm(&d_pre);
     let d_resid = g.bmm(&tr(w_u)).baddbmm(&d_pre, &tr(&m.W_in), 1, 1); // [model, batch, d_model]

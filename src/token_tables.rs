@@ -22,7 +22,7 @@
 
 use tch::{Device, Kind, Tensor};
 
-use crate::config::ModelConfig;
+use crate::config::{ActFn, ModelConfig};
 use crate::model::HookedTransformer;
 
 /// The tables of N models, each tensor with a leading model axis.
@@ -66,9 +66,12 @@ pub(crate) struct Read {
     pub score_rows: Tensor,
     /// The last position's attention pattern: `[model, batch, pos, head]`.
     pub pattern: Tensor,
-    /// MLP input and activations: `[model, batch, d_mlp]`.
-    pub pre: Tensor,
+    /// MLP activations: `[model, batch, d_mlp]`.
     pub post: Tensor,
+    /// What the activation's derivative is evaluated at: the MLP input for GELU; for
+    /// ReLU the activations themselves (positive exactly where the input is), which
+    /// overwrite the input.
+    pub derivative_at: Tensor,
     /// `[model, batch, d_vocab_out]`.
     pub logits: Tensor,
     /// `[model, batch, d_model]`, when asked for.
@@ -84,7 +87,7 @@ impl Read {
             last_rows: first(&self.last_rows),
             score_rows: first(&self.score_rows),
             pattern: first(&self.pattern),
-            pre: first(&self.pre),
+            derivative_at: first(&self.derivative_at),
             post: first(&self.post),
             logits: first(&self.logits),
             resid_mid: self.resid_mid.as_ref().map(first),
@@ -242,12 +245,20 @@ impl HookedTransformer {
         );
         let mixed = mixed.view([n, batch, width]);
         let (m, w_u) = (&self.blocks[0].mlp, &self.unembed.W_U);
-        let (pre, resid_mid) = if tables.wide {
+        let (mut pre, resid_mid) = if tables.wide {
             (mixed.narrow(2, 0, d_mlp), with_resid_mid.then(|| mixed.narrow(2, d_mlp + d_out, self.cfg.d_model)))
         } else {
             (m.b_in.unsqueeze(1).baddbmm(&mixed, &m.W_in, 1, 1), with_resid_mid.then(|| mixed.shallow_clone()))
         };
-        let post = self.act(&pre);
+        let (post, derivative_at) = match self.cfg.act_fn {
+            // In place: the MLP input is a fresh tensor or the bag's own columns, and
+            // nothing else reads it.
+            ActFn::Relu => {
+                let post = pre.relu_();
+                (post.shallow_clone(), post)
+            }
+            ActFn::Gelu => (pre.gelu("none"), pre),
+        };
         let logits = if tables.wide {
             mixed.narrow(2, d_mlp, d_out).baddbmm(&post, &tables.w_logit, 1, 1)
         } else {
@@ -258,8 +269,8 @@ impl HookedTransformer {
             last_rows: lookup.last_rows.shallow_clone(),
             score_rows: lookup.score_rows.shallow_clone(),
             pattern: pattern.permute([0, 1, 3, 2]),
-            pre,
             post,
+            derivative_at,
             logits,
             resid_mid,
         }
