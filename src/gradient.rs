@@ -120,7 +120,7 @@ pub(crate) fn weight_gradients(
     let _ = d_x.select(1, n_pos - 1).g_add_(&back(&d_q, &a.W_Q).g_add_(&d_x_last));
     let d_w_e = d_x.sum_dim_intlist(1, false, Kind::Float);
     let d_w_pos = Tensor::zeros_like(&model.pos_embed.W_pos);
-    let _ = d_w_pos.narrow(1, 0, n_pos).copy_(&d_x.sum_dim_intlist(2, false, Kind::Float));
+    d_w_pos.narrow(1, 0, n_pos).copy_(&d_x.sum_dim_intlist(2, false, Kind::Float));
 
     [
         ("embed.W_E", d_w_e),

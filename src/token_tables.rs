@@ -47,7 +47,7 @@ pub(crate) struct Tables {
     rows_out: Option<Tensor>,
     /// Whether the rows carry the products with W_in and W_U (`[d_mlp + d_vocab_out +
     /// d_model]` wide), or inputs multiply their resid_mid by those weights instead
-    /// (`[d_model]` wide). Summing 12 wide rows costs less than the product on a CPU; on
+    /// (`[d_model]` wide). Summing 13 wide rows costs less than the product on a CPU; on
     /// a GPU the product is the cheap part and reading wide rows the dear one.
     wide: bool,
     /// b_out·W_U + b_U: `[model, 1, d_vocab_out]`.

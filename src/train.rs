@@ -190,10 +190,7 @@ impl Trainer {
         let models: Vec<&HookedTransformer> = runs.iter().map(|(_, m, _)| *m).collect();
         let stack = HookedTransformer::stack(&models);
         let n = runs.len() as i64;
-        let weights = Tensor::cat(
-            &stack.trainable_parameters().iter().map(|t| t.detach().reshape([n, -1])).collect::<Vec<_>>(),
-            1,
-        );
+        let weights = flat_per_model(stack.trainable_parameters(), n).detach();
         let mut offset = 0;
         let stack = stack.map_parameters(|name, t| {
             if !is_weight_name(name) {
@@ -249,8 +246,7 @@ impl Trainer {
         let d_logits = logit_gradient(&pass.train_log_probs, &b.train_labels, &b.train_weights);
         let grads = weight_gradients(&self.stack, &pass.tables, &pass.train, &d_logits);
         let n = self.weights.size()[0];
-        let flat = Tensor::cat(&grads.iter().map(|(_, g)| g.reshape([n, -1])).collect::<Vec<_>>(), 1);
-        self.optimizer.step(&[flat]);
+        self.optimizer.step(&[flat_per_model(grads.iter().map(|(_, g)| g), n)]);
         pass.losses
     }
 
@@ -291,9 +287,14 @@ impl Trainer {
     /// weight in `named_parameters` order, its moments `[model, …]`.
     pub fn set_optimizer_state(&mut self, exp_avg: &[Tensor], exp_avg_sq: &[Tensor], step: i32) {
         let n = self.weights.size()[0];
-        let flat = |ts: &[Tensor]| Tensor::cat(&ts.iter().map(|t| t.reshape([n, -1])).collect::<Vec<_>>(), 1);
-        self.optimizer.set_state(vec![flat(exp_avg)], vec![flat(exp_avg_sq)], step);
+        self.optimizer.set_state(vec![flat_per_model(exp_avg, n)], vec![flat_per_model(exp_avg_sq, n)], step);
     }
+}
+
+/// Tensors `[model, …]` of `n` models as one `[model, Σ sizes]`: each model's row its
+/// tensors flattened, in order (the layout of [`Trainer`]'s `weights`).
+fn flat_per_model<'a>(tensors: impl IntoIterator<Item = &'a Tensor>, n: i64) -> Tensor {
+    Tensor::cat(&tensors.into_iter().map(|t| t.reshape([n, -1])).collect::<Vec<_>>(), 1)
 }
 
 /// The forward pass of `stack` over all of `batches`, piece by piece.
