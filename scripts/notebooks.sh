@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Executes notebooks headless with the groklens kernel and exports each to HTML, into
-# notebooks/out/. With --check, fails unless every chart cell displayed a chart, then
-# opens every page in offline Chromium and fails unless every chart drew and no script
-# error was logged.
+# notebooks/out/. With --check, fails unless evcxr built them with Cargo.lock's versions
+# and every chart cell displayed a chart, then opens every page in offline Chromium and
+# fails unless every chart drew and no script error was logged.
 #   bash scripts/notebooks.sh [--check] [notebooks/seed.ipynb ...]   (default: all)
 # GROKLENS_EPOCHS shortens the notebooks' training runs (the default is the seed's 25,000).
 set -euo pipefail
@@ -21,10 +21,14 @@ for arg in "$@"; do
 done
 [ ${#books[@]} -gt 0 ] || books=(notebooks/*.ipynb)
 
-# evcxr keeps compiled crates here between runs (a folder under ~/.cache made its kernel fail
-# to load its first cell here, "dlopen failed"; one under /tmp works).
-export EVCXR_TMPDIR="${EVCXR_TMPDIR:-/tmp/groklens-evcxr}"
-mkdir -p notebooks/out "$EVCXR_TMPDIR"
+# The kernel must find libtorch, or evcxr's first cell that calls it fails with a bare "dlopen failed".
+kernel_lib="$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["env"]["LD_LIBRARY_PATH"])' \
+  "$JUPYTER_PATH/kernels/groklens/kernel.json")"
+[ -f "$kernel_lib/libtorch_cpu.so" ] || {
+  echo "notebooks.sh: the groklens kernel's LD_LIBRARY_PATH ($kernel_lib) has no libtorch_cpu.so; run scripts/setup.sh --notebooks" >&2
+  exit 1
+}
+mkdir -p notebooks/out
 for book in "${books[@]}"; do
   name="$(basename "$book" .ipynb)"
   start=$SECONDS
@@ -35,6 +39,7 @@ for book in "${books[@]}"; do
     --HTMLExporter.mathjax_url=data:text/javascript, --output-dir notebooks/out "notebooks/out/$name.ipynb"
   echo "notebooks: $name executed and exported in $((SECONDS - start)) s"
   if [ "$check" = 1 ]; then
+    python scripts/check_lock.py "$EVCXR_TMPDIR/Cargo.lock" Cargo.lock
     python scripts/check_notebook.py "notebooks/out/$name.ipynb"
     python scripts/check_html.py "notebooks/out/$name.html"
   fi

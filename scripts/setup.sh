@@ -3,6 +3,7 @@
 #   - a Python venv with torch 2.11.0 from PyPI (libtorch for tch 0.24.0),
 #   - with --notebooks: Jupyter's headless runner, evcxr_jupyter 0.22.0 and a `groklens`
 #     kernelspec that carries the libtorch environment, and Chromium for the offline check,
+#   - strace, which the resume tests kill runs with,
 #   - with --reference: TransformerLens 2.18.0, the peer for golden values and benchmarks.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -25,6 +26,11 @@ if ! "$GROKLENS_VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version
   "$GROKLENS_VENV/bin/pip" install -q --upgrade pip
   "$GROKLENS_VENV/bin/pip" install -q "torch==$TORCH_VERSION" "numpy==1.26.4"
 fi
+# Again, now that the venv exists: the torch library folder is known only from here on.
+source "$here/env.sh"
+if [ -z "$GROKLENS_TORCH_LIB" ]; then
+  echo "setup.sh: no libtorch_cpu.so under $GROKLENS_VENV/lib/python3*/site-packages/torch/lib" >&2; exit 1
+fi
 
 if [ "$want_reference" = 1 ]; then
   "$GROKLENS_VENV/bin/pip" install -q -r "$here/../tests/golden/requirements.txt" "torch==$TORCH_VERSION"
@@ -38,22 +44,30 @@ if [ "$want_notebooks" = 1 ]; then
   fi
   kernel_dir="$GROKLENS_VENV/share/jupyter/kernels/groklens"
   mkdir -p "$kernel_dir"
+  cp "$here/kernel.sh" "$kernel_dir/kernel.sh"
   cat > "$kernel_dir/kernel.json" <<JSON
 {
-  "argv": ["$(command -v evcxr_jupyter)", "--control_file", "{connection_file}"],
+  "argv": ["bash", "$kernel_dir/kernel.sh", "--control_file", "{connection_file}"],
   "display_name": "Rust (groklens)",
   "language": "rust",
   "interrupt_mode": "message",
   "env": {
+    "GROKLENS_HOME": "$GROKLENS_HOME",
     "LIBTORCH_USE_PYTORCH": "1",
-    "LD_LIBRARY_PATH": "$LD_LIBRARY_PATH",
+    "LD_LIBRARY_PATH": "$GROKLENS_TORCH_LIB",
     "PATH": "$PATH"
   }
 }
 JSON
-  if ! command -v chromium >/dev/null; then
-    echo "setup: installing Chromium (Debian's package) for the offline chart check"
-    if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null
-    else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi
-  fi
+fi
+
+# Debian packages the tests use: Chromium for the offline chart check, strace to kill
+# training runs at exact points in the resume tests.
+missing=()
+command -v strace >/dev/null || missing+=(strace)
+[ "$want_notebooks" = 1 ] && ! command -v chromium >/dev/null && missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]} (Debian's packages)"
+  sudo=(); [ "$(id -u)" = 0 ] || sudo=(sudo)
+  "${sudo[@]}" apt-get update -qq && "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
 fi

@@ -51,11 +51,21 @@ impl AdamW {
 
     /// Takes over another optimizer's moments and step count (one tensor per
     /// parameter, in the order given to [`AdamW::new`]), to continue its run.
-    pub fn set_state(&mut self, exp_avg: Vec<Tensor>, exp_avg_sq: Vec<Tensor>, step: i32) {
+    pub fn set_state(&mut self, exp_avg: Vec<Tensor>, exp_avg_sq: Vec<Tensor>, step: i64) {
         assert_eq!(exp_avg.len(), self.params.len(), "one exp_avg per parameter");
         assert_eq!(exp_avg_sq.len(), self.params.len(), "one exp_avg_sq per parameter");
         (self.exp_avg, self.exp_avg_sq) = (exp_avg, exp_avg_sq);
         let _ = self.step.fill_(step as f64);
+    }
+
+    /// The moments, one tensor per parameter in the order given to [`AdamW::new`].
+    pub fn moments(&self) -> (&[Tensor], &[Tensor]) {
+        (&self.exp_avg, &self.exp_avg_sq)
+    }
+
+    /// Steps taken so far (reading it waits for the device).
+    pub fn steps(&self) -> i64 {
+        self.step.double_value(&[]) as i64
     }
 
     /// One update from `grads`, one per parameter.
@@ -84,4 +94,26 @@ impl AdamW {
 /// Per-model values, computed in float64, as the float32 tensor PyTorch would apply.
 fn per_model(values: &[f64], device: tch::Device) -> Tensor {
     Tensor::from_slice(&values.iter().map(|&v| v as f32).collect::<Vec<f32>>()).to_device(device)
+}
+
+/// What one model's AdamW carries from one epoch to the next beside the weights: its
+/// moments per trainable weight, named as TransformerLens names the weight, and its
+/// step count. Saved with a run's checkpoints so that a killed run continues exactly.
+pub struct AdamWState {
+    pub step: i64,
+    /// `(name, exp_avg, exp_avg_sq)`, in `named_parameters` order.
+    pub moments: Vec<(String, Tensor, Tensor)>,
+}
+
+impl AdamWState {
+    /// The state before the first step: zero moments for every trainable weight of `model`.
+    pub fn initial(model: &crate::HookedTransformer) -> Self {
+        let moments = model
+            .named_parameters()
+            .into_iter()
+            .filter(|(name, _)| crate::model::is_weight_name(name))
+            .map(|(name, t)| (name, t.zeros_like(), t.zeros_like()))
+            .collect();
+        AdamWState { step: 0, moments }
+    }
 }

@@ -16,7 +16,7 @@ pub enum ActFn {
 }
 
 /// The fields of TransformerLens's `HookedTransformerConfig` that this model uses
-/// (attention-only LayerNorm-free transformer with a causal mask).
+/// (a LayerNorm-free transformer with a causal mask).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
     pub n_layers: i64,
@@ -145,6 +145,28 @@ impl RunConfig {
     /// The seed notebook's run: (a^4 + b^4) mod 113 with every default.
     pub fn seed() -> Self {
         RunConfig::for_task(Task::seed())
+    }
+
+    /// A name for this config's run folder, unique to the whole config: readable parts
+    /// and a hash of the rest, as `p113-a4-b4-seed999-25000ep-3f2a9c01d4e7`.
+    pub fn id(&self) -> String {
+        let term = |var: &str, t: &crate::task::Term| match t.coeff {
+            1 => format!("{var}{}", t.power),
+            c => format!("{c}{var}{}", t.power),
+        };
+        let (task, train) = (&self.task, &self.train);
+        let json = serde_json::to_string(self).expect("a config serialises");
+        // FNV-1a, 64 bits: stable across builds and platforms, unlike std's hasher.
+        let hash = json.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+        format!(
+            "p{}-{}-{}-seed{}-{}ep-{:012x}",
+            task.p,
+            term("a", &task.g),
+            term("b", &task.h),
+            self.model.seed,
+            train.num_epochs,
+            hash >> 16
+        )
     }
 
     /// Checks each part and that they fit together.

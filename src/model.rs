@@ -161,6 +161,11 @@ impl HookedTransformer {
         })
     }
 
+    /// The same weights, shared: a second handle on this model's tensors.
+    pub fn shallow_clone(&self) -> Self {
+        self.map_parameters(|_, t| t.shallow_clone())
+    }
+
     /// The same model on `device`.
     pub fn to_device(&self, device: Device) -> Self {
         self.map_parameters(|_, t| t.to_device(device))

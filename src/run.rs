@@ -6,28 +6,38 @@
 //! init.safetensors                 the initial weights
 //! losses.csv                       epoch,train_loss,test_loss (up to the last checkpoint)
 //! checkpoints/epoch_000099.safetensors   TransformerLens state dicts
+//! optimizer/epoch_000099.safetensors     AdamW's moments and step after that epoch
 //! ```
 //!
-//! Every file is written to a `.partial` sibling and renamed into place, so a run
-//! killed at any moment leaves only whole files: the checkpoints so far, and the
-//! losses up to the last of them.
+//! A grid of runs trained together is a folder of run folders, `run-000`, …, with an
+//! `index.json` that lists them. A run folder or a grid appears whole: its first files
+//! are written in a staging folder that is then renamed. Every later file is written to a `.partial` sibling and
+//! renamed into place, so a run killed at any moment leaves only whole files. A
+//! checkpoint is written in the order weights, losses, optimizer state, so an
+//! optimizer state is there only when everything before it is: it marks an epoch the
+//! run can continue from ([`Run::resume_points`]). It is removed once every run
+//! trained alongside has a later one.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use tch::{Device, Tensor};
+use tch::{Device, Kind, Tensor};
 
+use crate::adamw::AdamWState;
 use crate::config::RunConfig;
 use crate::error::{Error, Result};
 use crate::model::HookedTransformer;
 use crate::task::Split;
-use crate::train::Observer;
+use crate::train::{train_stacked, Checkpoint, Observer, Resume};
 
 const CONFIG: &str = "config.json";
 const SPLIT: &str = "split.json";
 const INIT: &str = "init.safetensors";
 const LOSSES: &str = "losses.csv";
 const CHECKPOINTS: &str = "checkpoints";
+const OPTIMIZER: &str = "optimizer";
+/// In a grid's folder: its runs' folders and what each varies.
+const INDEX: &str = "index.json";
 
 /// A run folder on disk: its config, split and losses, and its checkpoints by epoch.
 pub struct Run {
@@ -54,13 +64,13 @@ impl Run {
             .validate(config.task.n_pairs())
             .map_err(|e| Error::format(format!("{}: {e}", dir.join(SPLIT).display())))?;
         let (train_losses, test_losses) = read_losses(&dir.join(LOSSES))?;
-        let checkpoint_epochs = list_checkpoints(&dir.join(CHECKPOINTS))?;
+        let checkpoint_epochs = list_epochs(&dir.join(CHECKPOINTS))?;
         Ok(Run { dir, config, split, train_losses, test_losses, checkpoint_epochs })
     }
 
     /// The model saved at a checkpoint epoch.
     pub fn checkpoint(&self, epoch: i64, device: Device) -> Result<HookedTransformer> {
-        load_state_dict(&checkpoint_path(&self.dir, epoch), &self.config, device)
+        load_state_dict(&epoch_path(&self.dir, CHECKPOINTS, epoch), &self.config, device)
     }
 
     /// The model at the last checkpoint.
@@ -76,6 +86,95 @@ impl Run {
     pub fn initial_model(&self, device: Device) -> Result<HookedTransformer> {
         load_state_dict(&self.dir.join(INIT), &self.config, device)
     }
+
+    /// Whether every epoch was trained and the last one checkpointed.
+    pub fn is_finished(&self) -> bool {
+        let epochs = self.config.train.num_epochs;
+        self.train_losses.len() as i64 == epochs && self.checkpoint_epochs.last() == Some(&(epochs - 1))
+    }
+
+    /// The epochs the run can continue from, ascending: those with an optimizer
+    /// state, a checkpoint, and the losses up to them.
+    pub fn resume_points(&self) -> Result<Vec<i64>> {
+        let covered = |e: &i64| self.checkpoint_epochs.contains(e) && (self.train_losses.len() as i64) > *e;
+        Ok(list_epochs(&self.dir.join(OPTIMIZER))?.into_iter().filter(covered).collect())
+    }
+
+    /// Where the run stands after `epoch` (one of [`Run::resume_points`]), or before
+    /// its first epoch when `None`.
+    pub fn resume_from(&self, epoch: Option<i64>, device: Device) -> Result<Resume> {
+        let Some(epoch) = epoch else {
+            return Ok(Resume::start(self.initial_model(device)?));
+        };
+        if !self.resume_points()?.contains(&epoch) {
+            return Err(Error::format(format!("{}: cannot continue from epoch {epoch}", self.dir.display())));
+        }
+        let path = epoch_path(&self.dir, OPTIMIZER, epoch);
+        let optimizer = read_optimizer_state(&path)
+            .and_then(|state| match state.step == epoch + 1 {
+                true => Ok(state),
+                false => Err(Error::format(format!("step {} after epoch {epoch} (one step per epoch)", state.step))),
+            })
+            .map_err(|e| Error::format(format!("{}: {e}", path.display())))?;
+        let kept = epoch as usize + 1;
+        Ok(Resume {
+            model: self.checkpoint(epoch, device)?,
+            optimizer,
+            train_losses: self.train_losses[..kept].to_vec(),
+            test_losses: self.test_losses[..kept].to_vec(),
+        })
+    }
+}
+
+/// The run of `config` in `dir`: loaded when it is finished, continued from its last
+/// checkpoint when it is not, trained from the start when `dir` is absent or empty.
+/// A folder that holds a run of another config is an error, never loaded.
+pub fn train_or_load(dir: impl AsRef<Path>, config: &RunConfig, device: Device) -> Result<Run> {
+    let dir = dir.as_ref();
+    config.validate()?;
+    let (mut writer, split, resume) = if check_empty_or_absent(dir).is_ok() {
+        crate::memory::check_training_fits(&[config], device)?;
+        let split = Split::seeded(config.task.n_pairs(), config.train.frac_train, config.train.data_seed)?;
+        let init = HookedTransformer::new(&config.model, device)?;
+        (RunWriter::create(dir, config, &split, &init)?, split, Resume::start(init))
+    } else {
+        let run = Run::load(dir)?;
+        if run.config != *config {
+            return Err(Error::config(format!(
+                "{} holds a run of another config ({}); give this config its own folder",
+                dir.display(),
+                config_difference(&run.config, config)
+            )));
+        }
+        if run.is_finished() {
+            return Ok(run);
+        }
+        let epoch = run.resume_points()?.last().copied();
+        let resume = run.resume_from(epoch, device)?;
+        (RunWriter::reopen(&run, epoch)?, run.split, resume)
+    };
+    train_stacked(&[(config, &split, &resume)], &mut [&mut writer])?;
+    Run::load(dir)
+}
+
+/// The first field in which two configs differ: `train.num_epochs: 300 there, 25000 here`.
+fn config_difference(there: &RunConfig, here: &RunConfig) -> String {
+    use serde_json::Value;
+    fn first_difference(path: &str, there: &Value, here: &Value) -> Option<String> {
+        match (there, here) {
+            (Value::Object(there), Value::Object(here)) => there.iter().find_map(|(key, value)| {
+                let path = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                first_difference(&path, value, here.get(key).unwrap_or(&Value::Null))
+            }),
+            _ if there != here => Some(format!("{path}: {there} there, {here} here")),
+            _ => None,
+        }
+    }
+    match (serde_json::to_value(there), serde_json::to_value(here)) {
+        (Ok(there), Ok(here)) => first_difference("", &there, &here),
+        _ => None,
+    }
+    .unwrap_or_else(|| "they differ".into())
 }
 
 /// Reads a TransformerLens state dict saved as safetensors into a model of `config`.
@@ -96,15 +195,35 @@ pub struct RunWriter {
 
 impl RunWriter {
     /// Starts a run in `dir`, which must not exist or be empty: writes the config,
-    /// the split and the initial weights.
+    /// the split and the initial weights, all of them or none.
     pub fn create(dir: impl AsRef<Path>, config: &RunConfig, split: &Split, init: &HookedTransformer) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
-        check_empty_or_absent(&dir)?;
-        fs::create_dir_all(dir.join(CHECKPOINTS)).map_err(|e| Error::io(&dir, e))?;
+        create_staged(&dir, |staging| write_start(staging, config, split, init))?;
+        Ok(RunWriter { dir })
+    }
+
+    /// Reopens `run` to continue it after `epoch` (before its first epoch when `None`):
+    /// removes what a killed write left, and every file of a later epoch.
+    pub fn reopen(run: &Run, epoch: Option<i64>) -> Result<Self> {
+        let dir = run.dir.clone();
+        for folder in [dir.clone(), dir.join(CHECKPOINTS), dir.join(OPTIMIZER)] {
+            for entry in fs::read_dir(&folder).into_iter().flatten() {
+                let path = entry.map_err(|e| Error::io(&folder, e))?.path();
+                if path.extension().is_some_and(|x| x == "partial") {
+                    fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+                }
+            }
+        }
+        let later = |e: &i64| epoch.is_none_or(|last| *e > last);
+        for folder in [CHECKPOINTS, OPTIMIZER] {
+            for e in list_epochs(&dir.join(folder))?.iter().filter(|e| later(e)) {
+                let path = epoch_path(&dir, folder, *e);
+                fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+            }
+        }
+        let kept = epoch.map_or(0, |e| e as usize + 1);
         let writer = RunWriter { dir };
-        writer.write_atomic(CONFIG, |path| write_json(path, config))?;
-        writer.write_atomic(SPLIT, |path| write_json(path, split))?;
-        writer.write_atomic(INIT, |path| write_state_dict(path, init))?;
+        writer.write_atomic(LOSSES, |path| write_losses(path, &run.train_losses[..kept], &run.test_losses[..kept]))?;
         Ok(writer)
     }
 
@@ -117,6 +236,93 @@ impl RunWriter {
     }
 }
 
+/// Starts a grid of runs in `dir`, which must not exist or be empty: a run folder
+/// each (`run-000`, `run-001`, …) and `index.json` listing them with the values
+/// they vary, all of them or none.
+pub fn create_grid(dir: &Path, runs: &[(&RunConfig, &Split, &HookedTransformer)]) -> Result<Vec<RunWriter>> {
+    let names: Vec<String> = (0..runs.len()).map(|i| format!("run-{i:03}")).collect();
+    create_staged(dir, |staging| {
+        let mut index = Vec::new();
+        for (name, (config, split, init)) in names.iter().zip(runs) {
+            write_start(&staging.join(name), config, split, init)?;
+            index.push(GridRun::new(name, config));
+        }
+        write_json(&staging.join(INDEX), &index)
+    })?;
+    Ok(names.iter().map(|name| RunWriter { dir: dir.join(name) }).collect())
+}
+
+/// The run folders of the grid in `dir`, from its `index.json`; `None` when `dir`
+/// has none (a single run's folder, say).
+pub fn grid_folders(dir: &Path) -> Result<Option<Vec<PathBuf>>> {
+    let path = dir.join(INDEX);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let listed: Vec<GridRun> = read_json(&path)?;
+    let plain = |name: &str| !name.is_empty() && name != ".." && name != "." && !name.contains(['/', '\\']);
+    if let Some(bad) = listed.iter().find(|run| !plain(&run.folder)) {
+        return Err(Error::format(format!("{}: `{}` is not a folder name", path.display(), bad.folder)));
+    }
+    if listed.is_empty() {
+        return Err(Error::format(format!("{}: lists no runs", path.display())));
+    }
+    Ok(Some(listed.iter().map(|run| dir.join(&run.folder)).collect()))
+}
+
+/// One run of a grid, as `index.json` lists it: its folder and the values a grid varies.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct GridRun {
+    folder: String,
+    seed: i64,
+    m: u32,
+    n: u32,
+    frac_train: f64,
+    data_seed: i64,
+    lr: f64,
+    weight_decay: f64,
+}
+
+impl GridRun {
+    fn new(folder: &str, c: &RunConfig) -> Self {
+        GridRun {
+            folder: folder.to_string(),
+            seed: c.model.seed,
+            m: c.task.g.power,
+            n: c.task.h.power,
+            frac_train: c.train.frac_train,
+            data_seed: c.train.data_seed,
+            lr: c.train.lr,
+            weight_decay: c.train.weight_decay,
+        }
+    }
+}
+
+/// Makes `dir` (absent or empty) appear whole: `fill` writes it as a staging folder
+/// beside it, `.{name}.partial`, which is then renamed into place.
+fn create_staged(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    check_empty_or_absent(dir)?;
+    let name = dir.file_name().ok_or_else(|| Error::config(format!("{} is not a folder name", dir.display())))?;
+    let staging = dir.with_file_name(format!(".{}.partial", name.to_string_lossy()));
+    if staging.exists() {
+        fs::remove_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
+    }
+    fs::create_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
+    fill(&staging)?;
+    if dir.exists() {
+        fs::remove_dir(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    fs::rename(&staging, dir).map_err(|e| Error::io(dir, e))
+}
+
+/// A run's first files: config, split, initial weights.
+fn write_start(dir: &Path, config: &RunConfig, split: &Split, init: &HookedTransformer) -> Result<()> {
+    fs::create_dir_all(dir.join(CHECKPOINTS)).map_err(|e| Error::io(dir, e))?;
+    write_json(&dir.join(CONFIG), config)?;
+    write_json(&dir.join(SPLIT), split)?;
+    write_state_dict(&dir.join(INIT), init)
+}
+
 /// Writes `dir/name` whole: `write` fills a `.partial` sibling, which is then renamed
 /// into place, so a reader never sees half a file.
 pub fn write_atomic(dir: &Path, name: &str, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
@@ -127,24 +333,20 @@ pub fn write_atomic(dir: &Path, name: &str, write: impl FnOnce(&Path) -> Result<
 }
 
 impl Observer for RunWriter {
-    fn checkpoint(
-        &mut self,
-        epoch: i64,
-        model: &HookedTransformer,
-        train_losses: &[f64],
-        test_losses: &[f64],
-    ) -> Result<()> {
-        let name = checkpoint_path(Path::new(""), epoch);
-        self.write_atomic(&name.to_string_lossy(), |path| write_state_dict(path, model))?;
-        self.write_atomic(LOSSES, |path| write_losses(path, train_losses, test_losses))
+    fn checkpoint(&mut self, c: &Checkpoint) -> Result<()> {
+        let optimizer = self.dir.join(OPTIMIZER);
+        fs::create_dir_all(&optimizer).map_err(|e| Error::io(&optimizer, e))?;
+        let name = |folder| epoch_path(Path::new(""), folder, c.epoch).to_string_lossy().into_owned();
+        self.write_atomic(&name(CHECKPOINTS), |path| write_state_dict(path, c.model))?;
+        self.write_atomic(LOSSES, |path| write_losses(path, c.train_losses, c.test_losses))?;
+        self.write_atomic(&name(OPTIMIZER), |path| write_optimizer_state(path, c.optimizer))
     }
-}
 
-/// Keeps nothing: for training without a run folder.
-pub struct Discard;
-
-impl Observer for Discard {
-    fn checkpoint(&mut self, _: i64, _: &HookedTransformer, _: &[f64], _: &[f64]) -> Result<()> {
+    fn all_checkpointed(&mut self, epoch: i64) -> Result<()> {
+        for older in list_epochs(&self.dir.join(OPTIMIZER))?.into_iter().filter(|&e| e < epoch) {
+            let path = epoch_path(&self.dir, OPTIMIZER, older);
+            fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+        }
         Ok(())
     }
 }
@@ -160,11 +362,14 @@ pub fn check_empty_or_absent(dir: &Path) -> Result<()> {
     }
 }
 
-fn checkpoint_path(dir: &Path, epoch: i64) -> PathBuf {
-    dir.join(CHECKPOINTS).join(format!("epoch_{epoch:06}.safetensors"))
+/// `dir/folder/epoch_000099.safetensors`.
+fn epoch_path(dir: &Path, folder: &str, epoch: i64) -> PathBuf {
+    dir.join(folder).join(format!("epoch_{epoch:06}.safetensors"))
 }
 
-fn list_checkpoints(dir: &Path) -> Result<Vec<i64>> {
+/// The epochs of the `epoch_NNNNNN.safetensors` files in `dir`, ascending (none if
+/// it is absent).
+fn list_epochs(dir: &Path) -> Result<Vec<i64>> {
     let mut epochs = Vec::new();
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -175,9 +380,7 @@ fn list_checkpoints(dir: &Path) -> Result<Vec<i64>> {
         let name = entry.map_err(|e| Error::io(dir, e))?.file_name();
         let name = name.to_string_lossy();
         if let Some(epoch) = name.strip_prefix("epoch_").and_then(|s| s.strip_suffix(".safetensors")) {
-            epochs.push(
-                epoch.parse().map_err(|_| Error::format(format!("{}: bad checkpoint name {name}", dir.display())))?,
-            );
+            epochs.push(epoch.parse().map_err(|_| Error::format(format!("{}: bad file name {name}", dir.display())))?);
         }
     }
     epochs.sort_unstable();
@@ -187,6 +390,42 @@ fn list_checkpoints(dir: &Path) -> Result<Vec<i64>> {
 fn write_state_dict(path: &Path, model: &HookedTransformer) -> Result<()> {
     let state = model.state_dict();
     Tensor::write_safetensors(&state, path).map_err(Error::from)
+}
+
+/// AdamW's state, named per weight as the golden script saves PyTorch's:
+/// `exp_avg.{weight}`, `exp_avg_sq.{weight}`, and `step` (one int64).
+fn write_optimizer_state(path: &Path, state: &AdamWState) -> Result<()> {
+    let mut tensors = vec![("step".to_string(), Tensor::from_slice(&[state.step]))];
+    for (name, avg, avg_sq) in &state.moments {
+        tensors.push((format!("exp_avg.{name}"), avg.shallow_clone()));
+        tensors.push((format!("exp_avg_sq.{name}"), avg_sq.shallow_clone()));
+    }
+    Tensor::write_safetensors(&tensors, path).map_err(Error::from)
+}
+
+/// Reads [`write_optimizer_state`]'s file. Which weights and shapes it must hold is
+/// checked where a trainer takes it over.
+fn read_optimizer_state(path: &Path) -> Result<AdamWState> {
+    let tensors =
+        Tensor::read_safetensors(path).map_err(|e| Error::format(format!("not a readable safetensors file ({e})")))?;
+    let find = |name: &str| {
+        (tensors.iter().find(|(n, _)| n == name))
+            .map(|(_, t)| t.shallow_clone())
+            .ok_or_else(|| Error::format(format!("no tensor `{name}`")))
+    };
+    let step = find("step")?;
+    if step.kind() != Kind::Int64 || step.numel() != 1 {
+        return Err(Error::format("`step` must be one int64"));
+    }
+    let mut moments = Vec::new();
+    for (name, avg) in &tensors {
+        if let Some(weight) = name.strip_prefix("exp_avg.") {
+            moments.push((weight.to_string(), avg.shallow_clone(), find(&format!("exp_avg_sq.{weight}"))?));
+        } else if name != "step" && !name.starts_with("exp_avg_sq.") {
+            return Err(Error::format(format!("unexpected tensor `{name}`")));
+        }
+    }
+    Ok(AdamWState { step: step.int64_value(&[0]), moments })
 }
 
 fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {

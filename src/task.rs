@@ -156,11 +156,12 @@ impl Split {
 
     /// Checks that the split is a partition of 0..n_pairs (for splits read from files).
     pub fn validate(&self, n_pairs: i64) -> Result<()> {
-        let mut seen = vec![false; n_pairs as usize];
-        for &i in self.train.iter().chain(&self.test) {
-            if i < 0 || i >= n_pairs || std::mem::replace(&mut seen[i as usize], true) {
-                return Err(Error::format(format!("split index {i} is out of range or repeated (p² = {n_pairs})")));
-            }
+        // Sorted, so that memory grows with the split, not with a (possibly hostile) p².
+        let mut all: Vec<i64> = self.train.iter().chain(&self.test).copied().collect();
+        all.sort_unstable();
+        let repeated = all.windows(2).find(|w| w[0] == w[1]).map(|w| w[0]);
+        if let Some(i) = all.iter().copied().find(|&i| i < 0 || i >= n_pairs).or(repeated) {
+            return Err(Error::format(format!("split index {i} is out of range or repeated (p² = {n_pairs})")));
         }
         if self.train.is_empty() || self.test.is_empty() {
             return Err(Error::format("split has an empty train or test set"));

@@ -8,7 +8,7 @@ use std::io::IsTerminal;
 use indicatif::{ProgressBar, ProgressStyle};
 use tch::{Device, Kind, Tensor};
 
-use crate::adamw::AdamW;
+use crate::adamw::{AdamW, AdamWState};
 use crate::config::{ModelConfig, RunConfig};
 use crate::cuda_graph::{Graph, SideStream};
 use crate::error::{Error, Result};
@@ -120,6 +120,8 @@ pub struct Trainer {
     stack: HookedTransformer,
     /// Every trainable weight of every model: `[model, Σ weight sizes]`.
     weights: Tensor,
+    /// Each trainable weight's name and one model's shape, in the order of `weights`' columns.
+    layout: Vec<(String, Vec<i64>)>,
     optimizer: AdamW,
     batches: Batches,
     /// On a GPU: the stream epochs run on and how they run.
@@ -191,6 +193,10 @@ impl Trainer {
         let stack = HookedTransformer::stack(&models);
         let n = runs.len() as i64;
         let weights = flat_per_model(stack.trainable_parameters(), n).detach();
+        let layout = (stack.named_parameters().into_iter())
+            .filter(|(name, _)| is_weight_name(name))
+            .map(|(name, t)| (name, t.size()[1..].to_vec()))
+            .collect();
         let mut offset = 0;
         let stack = stack.map_parameters(|name, t| {
             if !is_weight_name(name) {
@@ -205,7 +211,7 @@ impl Trainer {
         let optimizer = AdamW::new(vec![weights.shallow_clone()], &lr, &wd, first.train.betas);
         let data: Vec<(&RunConfig, &Split)> = runs.iter().map(|(c, _, s)| (*c, *s)).collect();
         let batches = Batches::new(&data, stack.device());
-        Ok(Trainer { stack, weights, optimizer, batches, gpu })
+        Ok(Trainer { stack, weights, layout, optimizer, batches, gpu })
     }
 
     /// One epoch of every model: the forward pass, then one AdamW step. Returns the
@@ -283,11 +289,61 @@ impl Trainer {
         self.stack.map_parameters(|_, t| t.get(i as i64).copy())
     }
 
-    /// Continues from another optimizer's state: its step count and, per trainable
-    /// weight in `named_parameters` order, its moments `[model, …]`.
-    pub fn set_optimizer_state(&mut self, exp_avg: &[Tensor], exp_avg_sq: &[Tensor], step: i32) {
+    /// Model i's optimizer state as it is now (copies, on the CPU).
+    pub fn optimizer_state(&self, i: usize) -> AdamWState {
+        let (exp_avg, exp_avg_sq) = self.optimizer.moments();
+        let (exp_avg, exp_avg_sq) = (exp_avg[0].get(i as i64), exp_avg_sq[0].get(i as i64));
+        let mut offset = 0;
+        let moments = (self.layout.iter())
+            .map(|(name, shape)| {
+                let (start, size) = (offset, shape.iter().product::<i64>());
+                offset += size;
+                let part = |t: &Tensor| t.narrow(0, start, size).view(shape.as_slice()).to_device(Device::Cpu).copy();
+                (name.clone(), part(&exp_avg), part(&exp_avg_sq))
+            })
+            .collect();
+        AdamWState { step: self.optimizer.steps(), moments }
+    }
+
+    /// Continues from each model's optimizer state (one per model, all at one step
+    /// count), as [`Trainer::optimizer_state`] gives them or a run folder keeps them.
+    pub fn set_optimizer_state(&mut self, states: &[&AdamWState]) -> Result<()> {
         let n = self.weights.size()[0];
-        self.optimizer.set_state(vec![flat_per_model(exp_avg, n)], vec![flat_per_model(exp_avg_sq, n)], step);
+        if states.len() as i64 != n {
+            return Err(Error::config(format!("{} optimizer states for {n} models", states.len())));
+        }
+        let step = states[0].step;
+        if let Some(other) = states.iter().find(|s| s.step != step) {
+            return Err(Error::config(format!(
+                "models trained together must be at one step, got {step} and {}",
+                other.step
+            )));
+        }
+        let device = self.weights.device();
+        let mut flat = [vec![], vec![]];
+        for state in states {
+            if let Some((extra, _, _)) = state.moments.iter().find(|(n, _, _)| !self.layout.iter().any(|(m, _)| m == n))
+            {
+                return Err(Error::format(format!("optimizer state has moments of `{extra}`, not a trainable weight")));
+            }
+            for (name, shape) in &self.layout {
+                let (_, avg, avg_sq) = (state.moments.iter().find(|(n, _, _)| n == name))
+                    .ok_or_else(|| Error::format(format!("optimizer state has no moments of `{name}`")))?;
+                for (moments, t) in flat.iter_mut().zip([avg, avg_sq]) {
+                    if t.size() != *shape || t.kind() != Kind::Float {
+                        return Err(Error::format(format!(
+                            "optimizer moment of `{name}` is {:?} {:?}, expected {shape:?} Float",
+                            t.kind(),
+                            t.size()
+                        )));
+                    }
+                    moments.push(t.reshape([-1]));
+                }
+            }
+        }
+        let [avg, avg_sq] = flat.map(|parts| Tensor::cat(&parts, 0).view([n, -1]).to_device(device));
+        self.optimizer.set_state(vec![avg], vec![avg_sq], step);
+        Ok(())
     }
 }
 
@@ -318,16 +374,48 @@ fn forward(stack: &HookedTransformer, batches: &Batches) -> Pass {
     Pass { tables, train, train_log_probs, losses }
 }
 
+/// A checkpoint of one run: everything the next epoch depends on, and the losses so far.
+pub struct Checkpoint<'a> {
+    /// The epoch just finished (0-based, as the seed counts).
+    pub epoch: i64,
+    pub model: &'a HookedTransformer,
+    pub optimizer: &'a AdamWState,
+    pub train_losses: &'a [f64],
+    pub test_losses: &'a [f64],
+}
+
 /// What a training run reports as it goes.
 pub trait Observer {
-    /// After epoch `epoch` (0-based, as the seed counts) when it is a checkpoint epoch.
-    fn checkpoint(
-        &mut self,
-        epoch: i64,
-        model: &HookedTransformer,
-        train_losses: &[f64],
-        test_losses: &[f64],
-    ) -> Result<()>;
+    /// After every `checkpoint_every`-th epoch and after the last.
+    fn checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<()>;
+
+    /// Once every run trained together has its checkpoint of `epoch`: the runs can all
+    /// continue from there, so what an older resume needed may go.
+    fn all_checkpointed(&mut self, _epoch: i64) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Where a run continues from: its model and optimizer after some epochs, and the
+/// losses of those epochs.
+pub struct Resume {
+    pub model: HookedTransformer,
+    pub optimizer: AdamWState,
+    pub train_losses: Vec<f64>,
+    pub test_losses: Vec<f64>,
+}
+
+impl Resume {
+    /// The start of a run: its initial model, no steps taken.
+    pub fn start(model: HookedTransformer) -> Self {
+        let optimizer = AdamWState::initial(&model);
+        Resume { model, optimizer, train_losses: Vec::new(), test_losses: Vec::new() }
+    }
+
+    /// Epochs done.
+    pub fn epochs(&self) -> i64 {
+        self.train_losses.len() as i64
+    }
 }
 
 /// A trained model and its per-epoch train and test losses.
@@ -342,25 +430,38 @@ pub fn train(
     split: &Split,
     observer: &mut dyn Observer,
 ) -> Result<Trained> {
-    Ok(train_stacked(&[(cfg, model, split)], &mut [observer])?.remove(0))
+    let start = Resume::start(model.shallow_clone());
+    Ok(train_stacked(&[(cfg, split, &start)], &mut [observer])?.remove(0))
 }
 
-/// Trains several runs as one stacked computation ([`Trainer::stacked`]), handing
+/// Trains several runs as one stacked computation ([`Trainer::stacked`]), each from
+/// where its [`Resume`] stands (all at one epoch), to its config's last epoch, handing
 /// each run's checkpoints to its own observer as they come (nothing piles up in
 /// memory). Returns each run's trained model and per-epoch losses.
 pub fn train_stacked(
-    runs: &[(&RunConfig, &HookedTransformer, &Split)],
+    runs: &[(&RunConfig, &Split, &Resume)],
     observers: &mut [&mut dyn Observer],
 ) -> Result<Vec<Trained>> {
     if observers.len() != runs.len() {
         return Err(Error::config("one observer per run"));
     }
-    let mut trainer = Trainer::stacked(runs)?;
-    let t = &runs[0].0.train;
-    let mut losses = vec![(Vec::new(), Vec::new()); runs.len()];
-    let progress = Progress::new(t.num_epochs as u64);
+    let Some((first, _, first_start)) = runs.first() else {
+        return Err(Error::config("no runs to train"));
+    };
+    let mut done = first_start.epochs();
+    if let Some((_, _, other)) = runs.iter().find(|(_, _, r)| r.epochs() != done) {
+        return Err(Error::config(format!(
+            "runs trained together must continue from one epoch, got {done} and {}",
+            other.epochs()
+        )));
+    }
+    let stack: Vec<_> = runs.iter().map(|(c, s, r)| (*c, &r.model, *s)).collect();
+    let mut trainer = Trainer::stacked(&stack)?;
+    trainer.set_optimizer_state(&runs.iter().map(|(_, _, r)| &r.optimizer).collect::<Vec<_>>())?;
+    let t = &first.train;
+    let mut losses: Vec<_> = runs.iter().map(|(_, _, r)| (r.train_losses.clone(), r.test_losses.clone())).collect();
+    let progress = Progress::new(t.num_epochs as u64, done as u64);
     // Between checkpoints the losses stay on the device: no wait per epoch.
-    let mut done = 0;
     while done < t.num_epochs {
         let epochs = (t.checkpoint_every - done % t.checkpoint_every).min(t.num_epochs - done);
         for epoch in trainer.train_epochs(epochs)? {
@@ -371,12 +472,21 @@ pub fn train_stacked(
         }
         done += epochs;
         progress.tick(done);
-        if done % t.checkpoint_every == 0 {
-            let now: Vec<(f64, f64)> = losses.iter().map(|(tr, te)| (tr[tr.len() - 1], te[te.len() - 1])).collect();
-            progress.checkpoint(done - 1, &now);
-            for (i, (observer, (train, test))) in observers.iter_mut().zip(&losses).enumerate() {
-                observer.checkpoint(done - 1, &trainer.model(i), train, test)?;
-            }
+        let now: Vec<(f64, f64)> = losses.iter().map(|(tr, te)| (tr[tr.len() - 1], te[te.len() - 1])).collect();
+        progress.checkpoint(done - 1, &now);
+        for (i, (observer, (train, test))) in observers.iter_mut().zip(&losses).enumerate() {
+            let (model, optimizer) = (trainer.model(i), trainer.optimizer_state(i));
+            let checkpoint = Checkpoint {
+                epoch: done - 1,
+                model: &model,
+                optimizer: &optimizer,
+                train_losses: train,
+                test_losses: test,
+            };
+            observer.checkpoint(&checkpoint)?;
+        }
+        for observer in observers.iter_mut() {
+            observer.all_checkpointed(done - 1)?;
         }
     }
     progress.finish();
@@ -387,11 +497,12 @@ pub fn train_stacked(
 struct Progress(Option<ProgressBar>);
 
 impl Progress {
-    fn new(epochs: u64) -> Self {
+    fn new(epochs: u64, done: u64) -> Self {
         if !std::io::stderr().is_terminal() {
             return Progress(None);
         }
         let bar = ProgressBar::new(epochs);
+        bar.set_position(done);
         bar.set_style(
             ProgressStyle::with_template("{bar:40} {pos}/{len} epochs [{elapsed_precise}<{eta_precise}] {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),

@@ -241,3 +241,34 @@ fn analyze_rejects_bad_input_without_writing() {
         assert_rejected(&groklens(&args), needle, &out);
     }
 }
+
+#[test]
+fn rejects_configs_that_cannot_fit_in_memory_before_allocating() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let start = std::time::Instant::now();
+    assert_rejected(&run_with(&out, &["--p", "46000", "--epochs", "1"]), "needs at least", &out);
+    assert_rejected(&run_with(&out, &["--p", "2000", "--seed", "1..4"]), "training 4 runs of p = 2000", &out);
+    assert!(start.elapsed().as_secs() < 10, "the check came after allocating");
+}
+
+#[test]
+fn analyze_rejects_a_run_too_big_to_analyse() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    assert!(run_with(&run, &["--p", "11"]).status.success());
+    // A hand-edited config: p = 30000 over a tiny split (nothing checks that the split
+    // covers every pair; the analysis would run every one of the p² inputs).
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    config["task"]["p"] = 30000.into();
+    config["model"]["d_vocab"] = 30001.into();
+    config["model"]["d_vocab_out"] = 30000.into();
+    std::fs::write(run.join("config.json"), config.to_string()).unwrap();
+    let out = tmp.path().join("analysis");
+    assert_rejected(
+        &groklens(&["analyze", run.to_str().unwrap(), "--out", out.to_str().unwrap()]),
+        "needs at least",
+        &out,
+    );
+}

@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use groklens::adamw::AdamWState;
 use groklens::fourier::{fourier_basis, transform_2d, FourierBasis, View};
 use groklens::measures::{
     all_inputs, class_collapse, embed_fourier_norms, excluded_loss, excluded_loss_seed_buggy, gini,
@@ -11,7 +12,7 @@ use groklens::measures::{
 };
 use groklens::phases::{detect_phases, Curve, PhaseCurves, PhaseRule, Phases};
 use groklens::run::RunWriter;
-use groklens::train::{loss_fn, Observer};
+use groklens::train::{loss_fn, Checkpoint, Observer};
 use groklens::{ActFn, HookedTransformer, ModelConfig, Run, RunConfig, Split, Task, TrainConfig};
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
@@ -353,6 +354,13 @@ fn a_constant_g_leaves_every_task_view_measure_finite() {
     assert!(class_collapse(&model, &task).unwrap().is_finite());
 }
 
+/// Writes `model` as the run's checkpoint of `epoch` (losses and optimizer state are placeholders).
+fn checkpoint(writer: &mut RunWriter, epoch: i64, model: &HookedTransformer) {
+    let optimizer = AdamWState::initial(model);
+    let (train_losses, test_losses) = (&[1.0][..], &[1.0][..]);
+    writer.checkpoint(&Checkpoint { epoch, model, optimizer: &optimizer, train_losses, test_losses }).unwrap();
+}
+
 fn golden_models_as_a_run(dir: &std::path::Path) -> Run {
     let task = tiny_task();
     let config = RunConfig {
@@ -364,7 +372,7 @@ fn golden_models_as_a_run(dir: &std::path::Path) -> Run {
     let init = tiny_model("golden/tiny_init.safetensors");
     let mut writer = RunWriter::create(dir, &config, &split, &init).unwrap();
     for (epoch, file) in [(0, "golden/tiny_init.safetensors"), (99, GOLDEN_MODELS[0].1), (2999, GOLDEN_MODELS[1].1)] {
-        writer.checkpoint(epoch, &tiny_model(file), &[1.0], &[1.0]).unwrap();
+        checkpoint(&mut writer, epoch, &tiny_model(file));
     }
     Run::load(dir).unwrap()
 }
@@ -500,7 +508,7 @@ fn timing_of_a_seed_sized_run() {
     let mut writer = RunWriter::create(dir.path().join("run"), &config, &split, &init).unwrap();
     for i in 0..250 {
         let model = HookedTransformer::new(&ModelConfig { seed: i, ..config.model.clone() }, Device::Cpu).unwrap();
-        writer.checkpoint(i * 100 + 99, &model, &[1.0], &[1.0]).unwrap();
+        checkpoint(&mut writer, i * 100 + 99, &model);
     }
     let run = Run::load(dir.path().join("run")).unwrap();
     let task = run.config.task;

@@ -1,6 +1,7 @@
 //! Parity with the real peer: golden values made by TransformerLens 2.18.0 and the
 //! seed's loop (`tests/golden/make_golden.py`, pins in `tests/golden/requirements.txt`).
 
+use groklens::adamw::AdamWState;
 use groklens::train::{loss_fn, Trainer};
 use groklens::{ActFn, HookedTransformer, ModelConfig, RunConfig, Split, Task, TrainConfig};
 use serde_json::Value;
@@ -219,13 +220,16 @@ fn steps_from_the_peers_state_match() {
             .map(|(n, _)| n)
             .filter(|n| n.rsplit('.').next().unwrap().starts_with("W_"))
             .collect();
-        // One model in the stack: moments get the leading model axis.
-        let moments = |prefix: &str| -> Vec<Tensor> {
-            names.iter().map(|n| tensor(&state, &format!("{prefix}.{n}")).unsqueeze(0)).collect()
-        };
-        let step = tensor(&state, "step").int64_value(&[0]) as i32;
+        let moments = names
+            .iter()
+            .map(|n| {
+                let moment = |prefix: &str| tensor(&state, &format!("{prefix}.{n}")).shallow_clone();
+                (n.clone(), moment("exp_avg"), moment("exp_avg_sq"))
+            })
+            .collect();
+        let step = tensor(&state, "step").int64_value(&[0]);
         assert_eq!(step as usize, start);
-        trainer.set_optimizer_state(&moments("exp_avg"), &moments("exp_avg_sq"), step);
+        trainer.set_optimizer_state(&[&AdamWState { step, moments }]).unwrap();
         let (train, test): (Vec<f64>, Vec<f64>) = trainer.train_epochs(5).unwrap().into_iter().map(|e| e[0]).unzip();
         eprintln!(
             "seed: five steps from the peer's state at epoch {start}: max relative gap {:.1e}",

@@ -1,17 +1,19 @@
 //! The `groklens` command line: a thin shell over the library.
 //! Bad input gets one line naming the problem and exit status 2.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use groklens::analysis::Overrides;
 use groklens::device::parse_device;
 use groklens::import::read_history;
+use groklens::memory::{analysis_bytes, check_fits, check_training_fits};
 use groklens::report::write_report;
-use groklens::run::{check_empty_or_absent, load_state_dict, write_atomic};
-use groklens::train::Observer;
-use groklens::{Error, HookedTransformer, RunConfig, RunWriter, Split, Task, Term};
+use groklens::run::{check_empty_or_absent, create_grid, grid_folders, load_state_dict, write_atomic};
+use groklens::tch::Device;
+use groklens::train::{train_stacked, Observer, Resume};
+use groklens::{Error, HookedTransformer, Run, RunConfig, RunWriter, Split, Task, Term};
 
 #[derive(Parser)]
 #[command(name = "groklens", version, about = "Train small transformers on modular arithmetic and watch them grok")]
@@ -62,8 +64,13 @@ struct AnalyzeArgs {
 struct TrainArgs {
     /// The run folder to write (for a grid: the folder of run folders); must not
     /// exist or be empty.
-    #[arg(long)]
-    out: PathBuf,
+    #[arg(long, required_unless_present = "resume")]
+    out: Option<PathBuf>,
+    /// Continue the killed or unfinished run (or grid) in this folder from its last
+    /// checkpoint, with the config it was started with.
+    #[arg(long, conflicts_with_all = ["out", "p", "m", "n", "frac_train", "data_seed", "seed", "epochs",
+        "checkpoint_every", "lr", "weight_decay", "init_from"])]
+    resume: Option<PathBuf>,
     #[arg(long, default_value_t = 113, allow_negative_numbers = true)]
     p: i64,
     /// Exponent(s) of a.
@@ -113,25 +120,51 @@ fn parse_seeds(text: &str) -> Result<Seeds, String> {
     }
 }
 
-/// One run of the grid, as index.json lists it.
-#[derive(serde::Serialize)]
-struct GridRun {
-    folder: String,
-    seed: i64,
-    m: u32,
-    n: u32,
-    frac_train: f64,
-    data_seed: i64,
-    lr: f64,
-    weight_decay: f64,
-}
-
 fn exponent(name: &str, value: i64) -> Result<u32, Error> {
     u32::try_from(value).map_err(|_| Error::config(format!("exponent {name} must be a whole number ≥ 0, got {value}")))
 }
 
 fn train(args: TrainArgs) -> Result<(), Error> {
-    // Every combination of the list-valued flags, validated before anything is written.
+    let device = parse_device(&args.device)?;
+    let out = match (&args.resume, &args.out) {
+        (Some(dir), _) => return resume(dir, device),
+        (None, Some(out)) => out.clone(),
+        (None, None) => return Err(Error::config("train needs --out FOLDER (or --resume FOLDER)")),
+    };
+    let grid = grid(&args)?;
+    check_training_fits(&grid.iter().collect::<Vec<_>>(), device)?;
+    check_empty_or_absent(&out)?;
+    let mut runs = Vec::new();
+    for config in &grid {
+        let split = Split::seeded(config.task.n_pairs(), config.train.frac_train, config.train.data_seed)?;
+        let init = match &args.init_from {
+            Some(path) => load_state_dict(path, config, device)?,
+            None => HookedTransformer::new(&config.model, device)?,
+        };
+        runs.push((config, split, Resume::start(init)));
+    }
+    let mut writers = match &runs[..] {
+        [(config, split, start)] => vec![RunWriter::create(&out, config, split, &start.model)?],
+        _ => create_grid(&out, &runs.iter().map(|(c, s, r)| (*c, s, &r.model)).collect::<Vec<_>>())?,
+    };
+    let folders: Vec<PathBuf> = writers.iter().map(|w| w.dir().to_path_buf()).collect();
+    let (first, split, _) = &runs[0];
+    eprintln!(
+        "groklens: training {} run(s) of {} on {} ({} train / {} test pairs), {} epochs, into {}",
+        grid.len(),
+        first.task.describe(),
+        args.device,
+        split.train.len(),
+        split.test.len(),
+        args.epochs,
+        out.display()
+    );
+    let stack: Vec<_> = runs.iter().map(|(c, s, r)| (*c, s, r)).collect();
+    train_into(&stack, &mut writers, &folders)
+}
+
+/// Every combination of the list-valued flags, each validated.
+fn grid(args: &TrainArgs) -> Result<Vec<RunConfig>, Error> {
     let mut grid = Vec::new();
     for &m in &args.m {
         for &n in &args.n {
@@ -155,68 +188,58 @@ fn train(args: TrainArgs) -> Result<(), Error> {
             }
         }
     }
-    check_empty_or_absent(&args.out)?;
-    let device = parse_device(&args.device)?;
-    let mut runs = Vec::new();
-    for config in &grid {
-        let split = Split::seeded(config.task.n_pairs(), config.train.frac_train, config.train.data_seed)?;
-        let init = match &args.init_from {
-            Some(path) => load_state_dict(path, config, device)?,
-            None => HookedTransformer::new(&config.model, device)?,
-        };
-        runs.push((config, init, split));
+    Ok(grid)
+}
+
+/// Continues the run or grid in `dir` from the last epoch that all its runs can
+/// continue from.
+fn resume(dir: &Path, device: Device) -> Result<(), Error> {
+    let folders = grid_folders(dir)?.unwrap_or_else(|| vec![dir.to_path_buf()]);
+    let runs = folders.iter().map(Run::load).collect::<Result<Vec<_>, _>>()?;
+    let mut points = runs[0].resume_points()?;
+    for run in &runs[1..] {
+        let theirs = run.resume_points()?;
+        points.retain(|e| theirs.contains(e));
     }
-    let folders: Vec<PathBuf> = match grid.len() {
-        1 => vec![args.out.clone()],
-        k => (0..k).map(|i| args.out.join(format!("run-{i:03}"))).collect(),
-    };
-    let mut writers = Vec::new();
-    for (folder, (config, init, split)) in folders.iter().zip(&runs) {
-        writers.push(RunWriter::create(folder, config, split, init)?);
+    let epoch = points.last().copied();
+    let last = runs[0].config.train.num_epochs - 1;
+    if epoch == Some(last) {
+        // Finished; a kill may have left an older optimizer state, or a partial file.
+        for run in &runs {
+            RunWriter::reopen(run, epoch)?.all_checkpointed(last)?;
+        }
+        eprintln!("groklens: {} is finished; nothing to continue", dir.display());
+        return Ok(());
     }
-    if grid.len() > 1 {
-        write_index(&args.out, &folders, &grid)?;
-    }
-    let first = &runs[0];
+    check_training_fits(&runs.iter().map(|r| &r.config).collect::<Vec<_>>(), device)?;
+    let starts = runs.iter().map(|r| r.resume_from(epoch, device)).collect::<Result<Vec<_>, _>>()?;
+    let mut writers = runs.iter().map(|r| RunWriter::reopen(r, epoch)).collect::<Result<Vec<_>, _>>()?;
     eprintln!(
-        "groklens: training {} run(s) of {} on {} ({} train / {} test pairs), {} epochs, into {}",
-        grid.len(),
-        first.0.task.describe(),
-        args.device,
-        first.2.train.len(),
-        first.2.test.len(),
-        args.epochs,
-        args.out.display()
+        "groklens: continuing {} run(s) of {} in {} after epoch {} of {}",
+        runs.len(),
+        runs[0].config.task.describe(),
+        dir.display(),
+        epoch.map_or("none".into(), |e| e.to_string()),
+        runs[0].config.train.num_epochs
     );
-    let stack: Vec<_> = runs.iter().map(|(c, m, s)| (*c, m, s)).collect();
+    let stack: Vec<_> = runs.iter().zip(&starts).map(|(r, s)| (&r.config, &r.split, s)).collect();
+    train_into(&stack, &mut writers, &folders)
+}
+
+/// Trains a stack into its run folders and says how each ended.
+fn train_into(
+    stack: &[(&RunConfig, &Split, &Resume)],
+    writers: &mut [RunWriter],
+    folders: &[PathBuf],
+) -> Result<(), Error> {
     let mut observers: Vec<&mut dyn Observer> = writers.iter_mut().map(|w| w as &mut dyn Observer).collect();
-    let trained = groklens::train::train_stacked(&stack, &mut observers)?;
-    for ((_, train, test), folder) in trained.iter().zip(&folders) {
+    let trained = train_stacked(stack, &mut observers)?;
+    for ((_, train, test), folder) in trained.iter().zip(folders) {
         if let (Some(tr), Some(te)) = (train.last(), test.last()) {
             eprintln!("groklens: {}: final train loss {tr:.4e}, test loss {te:.4e}", folder.display());
         }
     }
     Ok(())
-}
-
-/// `index.json` of a grid: each run's folder and the values it varies.
-fn write_index(out: &std::path::Path, folders: &[PathBuf], grid: &[RunConfig]) -> Result<(), Error> {
-    let index: Vec<GridRun> = folders
-        .iter()
-        .zip(grid)
-        .map(|(folder, c)| GridRun {
-            folder: folder.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
-            seed: c.model.seed,
-            m: c.task.g.power,
-            n: c.task.h.power,
-            frac_train: c.train.frac_train,
-            data_seed: c.train.data_seed,
-            lr: c.train.lr,
-            weight_decay: c.train.weight_decay,
-        })
-        .collect();
-    let json = serde_json::to_string_pretty(&index).map_err(|e| Error::format(e.to_string()))?;
-    write_atomic(out, "index.json", |path| std::fs::write(path, json + "\n").map_err(|e| Error::io(path, e)))
 }
 
 fn analyze(args: AnalyzeArgs) -> Result<(), Error> {
@@ -233,6 +256,13 @@ fn analyze(args: AnalyzeArgs) -> Result<(), Error> {
     let device = parse_device(&args.device)?;
     let start = std::time::Instant::now();
     let history = read_history(&args.input, task)?;
+    let needed = analysis_bytes(
+        &history.config.model,
+        history.config.task.n_pairs(),
+        history.split.train.len(),
+        history.checkpoint_epochs.len(),
+    );
+    check_fits(&format!("analysing p = {}", history.config.task.p), needed, device)?;
     if let Some(freqs) = &args.key_freqs {
         let max = history.config.task.p / 2;
         if let Some(bad) = freqs.iter().find(|&&k| k < 1 || k > max) {
