@@ -21,19 +21,25 @@ for arg in "$@"; do
 done
 [ ${#books[@]} -gt 0 ] || books=(notebooks/*.ipynb)
 
-# The kernel must find libtorch, or evcxr's first cell that calls it fails with a bare "dlopen failed".
-kernel_lib="$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["env"]["LD_LIBRARY_PATH"])' \
+# Each cell is a library that evcxr loads with dlopen: without libtorch and Rust's libstd on
+# the kernel's LD_LIBRARY_PATH, the first cell that needs one fails with a bare "dlopen failed".
+kernel_libs="$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["env"]["LD_LIBRARY_PATH"])' \
   "$JUPYTER_PATH/kernels/groklens/kernel.json")"
-[ -f "$kernel_lib/libtorch_cpu.so" ] || {
-  echo "notebooks.sh: the groklens kernel's LD_LIBRARY_PATH ($kernel_lib) has no libtorch_cpu.so; run scripts/setup.sh --notebooks" >&2
-  exit 1
-}
+for lib in "libtorch_cpu.so" "libstd-*.so"; do
+  found=0
+  IFS=: read -ra dirs <<<"$kernel_libs"
+  for dir in "${dirs[@]}"; do compgen -G "$dir/$lib" >/dev/null && found=1; done
+  if [ "$found" = 0 ]; then
+    echo "notebooks.sh: no $lib on the groklens kernel's LD_LIBRARY_PATH ($kernel_libs); run scripts/setup.sh --notebooks" >&2
+    exit 1
+  fi
+done
 mkdir -p notebooks/out
 for book in "${books[@]}"; do
   name="$(basename "$book" .ipynb)"
   start=$SECONDS
   jupyter nbconvert --to notebook --execute --ExecutePreprocessor.kernel_name=groklens \
-    --ExecutePreprocessor.timeout=3600 --output-dir notebooks/out "$book"
+    --ExecutePreprocessor.timeout=14400 --output-dir notebooks/out "$book"
   # Point the page template's require.js and MathJax at empty scripts: the page loads nothing.
   jupyter nbconvert --to html --HTMLExporter.require_js_url=data:text/javascript, \
     --HTMLExporter.mathjax_url=data:text/javascript, --output-dir notebooks/out "notebooks/out/$name.ipynb"

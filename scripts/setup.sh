@@ -42,6 +42,13 @@ if [ "$want_notebooks" = 1 ]; then
     echo "setup: installing evcxr_jupyter 0.22.0 (about 8 minutes)"
     cargo install evcxr_jupyter --locked --version 0.22.0
   fi
+  # Each notebook cell is a library linked to Rust's own libstd-*.so (evcxr builds with
+  # -Cprefer-dynamic); its relative rpath misses by a folder when evcxr's build folder and
+  # the toolchain share a parent (both under $HOME, say), so the kernel names the folder.
+  rust_lib="$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/lib"
+  if ! compgen -G "$rust_lib/libstd-*.so" >/dev/null; then
+    echo "setup.sh: no libstd-*.so in $rust_lib (rustc --print sysroot)" >&2; exit 1
+  fi
   kernel_dir="$GROKLENS_VENV/share/jupyter/kernels/groklens"
   mkdir -p "$kernel_dir"
   cp "$here/kernel.sh" "$kernel_dir/kernel.sh"
@@ -54,7 +61,7 @@ if [ "$want_notebooks" = 1 ]; then
   "env": {
     "GROKLENS_HOME": "$GROKLENS_HOME",
     "LIBTORCH_USE_PYTORCH": "1",
-    "LD_LIBRARY_PATH": "$GROKLENS_TORCH_LIB",
+    "LD_LIBRARY_PATH": "$GROKLENS_TORCH_LIB:$rust_lib",
     "PATH": "$PATH"
   }
 }
