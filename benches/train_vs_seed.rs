@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use groklens::device::parse_device;
-use groklens::train::Trainer;
+use groklens::trainer::Trainer;
 use groklens::{HookedTransformer, RunConfig, Split};
 use tch::{Device, Kind, Tensor};
 

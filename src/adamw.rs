@@ -14,6 +14,8 @@
 
 use tch::Tensor;
 
+use crate::error::{Error, Result};
+
 pub struct AdamW {
     params: Vec<Tensor>,
     exp_avg: Vec<Tensor>,
@@ -32,12 +34,23 @@ pub struct AdamW {
 impl AdamW {
     /// PyTorch's defaults but for the given betas (ε = 1e-8), over parameters whose
     /// leading axis is the model; `lr[i]` and `weight_decay[i]` are model i's.
-    pub fn new(params: Vec<Tensor>, lr: &[f64], weight_decay: &[f64], betas: (f64, f64)) -> Self {
+    pub fn new(params: Vec<Tensor>, lr: &[f64], weight_decay: &[f64], betas: (f64, f64)) -> Result<Self> {
+        let models = params.first().map_or(0, |p| p.size().first().copied().unwrap_or(0)) as usize;
+        if params.is_empty() || params.iter().any(|p| p.dim() == 0 || p.size()[0] as usize != models) {
+            return Err(Error::config("AdamW needs parameters, each with one leading model axis of the same length"));
+        }
+        if lr.len() != models || weight_decay.len() != models {
+            return Err(Error::config(format!(
+                "AdamW over {models} models needs {models} learning rates and weight decays, got {} and {}",
+                lr.len(),
+                weight_decay.len()
+            )));
+        }
         let exp_avg = params.iter().map(Tensor::zeros_like).collect();
         let exp_avg_sq = params.iter().map(Tensor::zeros_like).collect();
-        let device = params.first().map_or(tch::Device::Cpu, Tensor::device);
+        let device = params[0].device();
         let decay: Vec<f64> = lr.iter().zip(weight_decay).map(|(lr, wd)| 1.0 - lr * wd).collect();
-        AdamW {
+        Ok(AdamW {
             params,
             exp_avg,
             exp_avg_sq,
@@ -46,16 +59,36 @@ impl AdamW {
             decay: per_model(&decay, device),
             betas,
             eps: 1e-8,
-        }
+        })
     }
 
     /// Takes over another optimizer's moments and step count (one tensor per
-    /// parameter, in the order given to [`AdamW::new`]), to continue its run.
-    pub fn set_state(&mut self, exp_avg: Vec<Tensor>, exp_avg_sq: Vec<Tensor>, step: i64) {
-        assert_eq!(exp_avg.len(), self.params.len(), "one exp_avg per parameter");
-        assert_eq!(exp_avg_sq.len(), self.params.len(), "one exp_avg_sq per parameter");
+    /// parameter, each of its parameter's shape, in the order given to [`AdamW::new`]),
+    /// to continue its run.
+    pub fn set_state(&mut self, exp_avg: Vec<Tensor>, exp_avg_sq: Vec<Tensor>, step: i64) -> Result<()> {
+        self.check_like_params("moment", &exp_avg)?;
+        self.check_like_params("moment", &exp_avg_sq)?;
+        if step < 0 {
+            return Err(Error::config(format!("a step count is at least 0, got {step}")));
+        }
         (self.exp_avg, self.exp_avg_sq) = (exp_avg, exp_avg_sq);
         let _ = self.step.fill_(step as f64);
+        Ok(())
+    }
+
+    /// Fails unless `tensors` are one per parameter, each of its shape.
+    fn check_like_params(&self, what: &str, tensors: &[Tensor]) -> Result<()> {
+        if tensors.len() != self.params.len() {
+            return Err(Error::config(format!(
+                "one {what} per parameter: {} for {}",
+                tensors.len(),
+                self.params.len()
+            )));
+        }
+        if let Some((t, p)) = tensors.iter().zip(&self.params).find(|(t, p)| t.size() != p.size()) {
+            return Err(Error::config(format!("a {what} of shape {:?} for a parameter of {:?}", t.size(), p.size())));
+        }
+        Ok(())
     }
 
     /// The moments, one tensor per parameter in the order given to [`AdamW::new`].
@@ -68,9 +101,9 @@ impl AdamW {
         self.step.double_value(&[]) as i64
     }
 
-    /// One update from `grads`, one per parameter.
-    pub fn step(&mut self, grads: &[Tensor]) {
-        assert_eq!(grads.len(), self.params.len(), "one gradient per parameter");
+    /// One update from `grads`, one per parameter, each of its shape.
+    pub fn step(&mut self, grads: &[Tensor]) -> Result<()> {
+        self.check_like_params("gradient", grads)?;
         let _ = self.step.g_add_scalar_(1);
         let (b1, b2) = self.betas;
         let bias_correction1: Tensor = 1.0 - Tensor::pow_scalar(b1, &self.step);
@@ -88,6 +121,7 @@ impl AdamW {
             let denom = (v.sqrt() / &bias_correction2_sqrt).g_add_scalar_(self.eps);
             let _ = p.g_sub_(&(&*m * step_size.view(shape.as_slice()) / denom));
         }
+        Ok(())
     }
 }
 
@@ -108,12 +142,8 @@ pub struct AdamWState {
 impl AdamWState {
     /// The state before the first step: zero moments for every trainable weight of `model`.
     pub fn initial(model: &crate::HookedTransformer) -> Self {
-        let moments = model
-            .named_parameters()
-            .into_iter()
-            .filter(|(name, _)| crate::model::is_weight_name(name))
-            .map(|(name, t)| (name, t.zeros_like(), t.zeros_like()))
-            .collect();
+        let moments =
+            model.trainable_parameters().map(|(name, t)| (name.to_string(), t.zeros_like(), t.zeros_like())).collect();
         AdamWState { step: 0, moments }
     }
 }

@@ -6,10 +6,10 @@ use serde::Serialize;
 use tch::Device;
 
 use crate::error::{Error, Result};
-use crate::fourier::View;
+use crate::fourier::{PerView, View};
 use crate::import::History;
-use crate::measures::{KeyFreqs, LogitRule, OverTraining, SinCosEnergy, Subset};
-use crate::phases::{detect_phases, Curve, PhaseCurves, PhaseRule, Phases};
+use crate::measures::{check_key_freqs, KeyFreqs, LogitRule, OverTraining, SinCosEnergy, Subset};
+use crate::phases::{detect_phases, PhaseRule, Phases};
 
 /// What the user may fix by hand instead of detecting.
 #[derive(Clone, Debug, Default)]
@@ -20,15 +20,18 @@ pub struct Overrides {
     pub phases: Option<[i64; 3]>,
 }
 
-#[derive(Serialize)]
-pub struct PerView<T> {
-    pub standard: T,
-    pub task: T,
-}
-
-impl<T> PerView<T> {
-    fn new(mut f: impl FnMut(View) -> Result<T>) -> Result<Self> {
-        Ok(PerView { standard: f(View::Standard)?, task: f(View::Task)? })
+impl Overrides {
+    /// Fails unless the key frequencies are Z_p's and the phase boundaries ascend.
+    pub fn validate(&self, p: i64) -> Result<()> {
+        if let Some(freqs) = &self.key_freqs {
+            check_key_freqs(p, freqs)?;
+        }
+        match self.phases {
+            Some([m, c, k]) if !(m <= c && c <= k) => {
+                Err(Error::config(format!("phase boundaries must ascend, got {m}, {c}, {k}")))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -110,6 +113,7 @@ pub struct Analysis {
 /// frequencies and phases and derives the rest from cached parts.
 pub fn analyze(history: &History, overrides: &Overrides, device: Device) -> Result<Analysis> {
     let task = history.config.task;
+    overrides.validate(task.p)?;
     let epochs = &history.checkpoint_epochs;
     if epochs.is_empty() {
         return Err(Error::format("nothing to analyse: no checkpoints"));
@@ -119,43 +123,29 @@ pub fn analyze(history: &History, overrides: &Overrides, device: Device) -> Resu
 
     let keys = PerView::new(|view| {
         let detected = LogitRule::default().detect(&measures.view(view).at(last));
-        Ok(match &overrides.key_freqs {
+        match &overrides.key_freqs {
             Some(freqs) => detected.overridden(freqs),
             None => detected,
-        })
-    })?;
+        }
+    });
     let task_dirs = keys.task.directions();
     let excluded_loss = measures.excluded_loss(&task_dirs)?;
     let restricted_loss = measures.restricted_loss(&task_dirs, Subset::Test)?;
-    let residual = PerView::new(|view| {
-        let key = if view == View::Task { &keys.task } else { &keys.standard };
-        Ok(measures.residual(view, &key.freqs))
-    })?;
+    let residual = keys.map(|view, key| measures.residual(view, &key.freqs));
 
     let phases = match overrides.phases {
         Some([m, c, k]) => Phases::manual(m, c, k),
-        None => {
-            let (train_curve, test_curve) = if history.train_losses.is_empty() {
-                (Curve::new(epochs, &measures.train_loss)?, Curve::new(epochs, &measures.test_loss)?)
-            } else {
-                (Curve::per_epoch(&history.train_losses)?, Curve::per_epoch(&history.test_losses)?)
-            };
-            let curves = PhaseCurves {
-                train_loss: train_curve,
-                test_loss: test_curve,
-                excluded_loss: Some(Curve::new(epochs, &excluded_loss)?),
-                restricted_loss: Some(Curve::new(epochs, &restricted_loss)?),
-                weight_norm: Some(Curve::new(epochs, &measures.weight_norm)?),
-            };
-            detect_phases(&curves, &PhaseRule::default())
-        }
+        None => detect_phases(
+            &measures.phase_curves(&history.train_losses, &history.test_losses, &task_dirs)?,
+            &PhaseRule::default(),
+        ),
     };
 
     let standard = measures.view(View::Standard);
     let final_ = Final {
         epoch: epochs[last],
-        logit_cos_sim: PerView::new(|view| Ok(measures.view(view).cos_sims[last].clone()))?,
-        residual_fraction: PerView { standard: residual.standard[last], task: residual.task[last] },
+        logit_cos_sim: PerView::new(|view| measures.view(view).cos_sims[last].clone()),
+        residual_fraction: residual.map(|_, r| r[last]),
         embedding_fourier: standard.sin_cos_energy[last].into(),
         class_collapse: measures.class_collapse[last],
         train_accuracy: measures.train_accuracy[last],
@@ -165,7 +155,7 @@ pub fn analyze(history: &History, overrides: &Overrides, device: Device) -> Resu
         standard: keys.standard.freqs.clone(),
         task: keys.task.freqs.clone(),
         rule: keys.task.rule.clone(),
-        evidence: PerView { standard: keys.standard.evidence.clone(), task: keys.task.evidence.clone() },
+        evidence: keys.map(|_, key| key.evidence.clone()),
     };
     let over_training = Series {
         epochs: epochs.clone(),

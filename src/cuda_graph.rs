@@ -4,8 +4,11 @@
 //!
 //! Capture must run on a stream other than the default one, and so must the eager
 //! warm-up before it: [`SideStream`] makes one current for as long as it lives.
+//! [`GpuEpochs`] is how a trainer runs its epochs there.
 
 use std::ffi::{c_char, c_int, c_void, CStr};
+
+use tch::Tensor;
 
 use crate::error::{Error, Result};
 
@@ -105,5 +108,58 @@ impl Drop for Graph {
     fn drop(&mut self) {
         // SAFETY: `self.0` came from groklens_cuda_graph_new and is freed once.
         unsafe { groklens_cuda_graph_free(self.0) }
+    }
+}
+
+/// How a trainer's epochs run on a GPU: eagerly for a few warm-up epochs (libtorch
+/// and cuBLAS set up what they need, outside any capture), then one epoch is captured
+/// as a graph and every later epoch replays it: one launch per epoch instead of a few
+/// hundred. The graph reads and updates the weights and optimizer state in place and
+/// writes the losses into one tensor. `GROKLENS_CUDA_GRAPHS=0` keeps every epoch eager.
+pub(crate) struct GpuEpochs {
+    state: State,
+    /// Dropped last: the graph goes before the default stream comes back.
+    _stream: SideStream,
+}
+
+enum State {
+    Eager,
+    WarmingUp(u32),
+    Replaying(Graph, Tensor),
+}
+
+/// Eager epochs on a GPU before the capture.
+const WARM_UP_EPOCHS: u32 = 3;
+
+impl GpuEpochs {
+    /// For training on GPU `device`; makes a side stream current for this thread.
+    pub fn new(device: usize) -> Result<Self> {
+        let graphs = std::env::var("GROKLENS_CUDA_GRAPHS").map_or(true, |v| v != "0");
+        let state = if graphs { State::WarmingUp(0) } else { State::Eager };
+        Ok(GpuEpochs { state, _stream: SideStream::new(device)? })
+    }
+
+    /// One epoch, of which `eager` launches the kernels and returns the losses.
+    pub fn step(&mut self, mut eager: impl FnMut() -> Tensor) -> Result<Tensor> {
+        match std::mem::replace(&mut self.state, State::Eager) {
+            State::Eager => Ok(eager()),
+            State::WarmingUp(done) if done < WARM_UP_EPOCHS => {
+                self.state = State::WarmingUp(done + 1);
+                Ok(eager())
+            }
+            State::WarmingUp(_) => {
+                let (graph, losses) = Graph::capture(eager)?;
+                self.replay(graph, losses)
+            }
+            State::Replaying(graph, losses) => self.replay(graph, losses),
+        }
+    }
+
+    /// One epoch by the captured graph; its losses copied out before the next replay.
+    fn replay(&mut self, graph: Graph, losses: Tensor) -> Result<Tensor> {
+        graph.replay()?;
+        let out = losses.copy();
+        self.state = State::Replaying(graph, losses);
+        Ok(out)
     }
 }

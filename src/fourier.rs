@@ -68,6 +68,49 @@ impl View {
     }
 }
 
+/// One value per view, indexed by [`View`]; serialises as `{"standard": …, "task": …}`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct PerView<T> {
+    pub standard: T,
+    pub task: T,
+}
+
+impl<T> PerView<T> {
+    /// `f(view)` for both views.
+    pub fn new(mut f: impl FnMut(View) -> T) -> Self {
+        PerView { standard: f(View::Standard), task: f(View::Task) }
+    }
+
+    /// `f(view)` for both views, or the first error.
+    pub fn try_new<E>(mut f: impl FnMut(View) -> Result<T, E>) -> Result<Self, E> {
+        Ok(PerView { standard: f(View::Standard)?, task: f(View::Task)? })
+    }
+
+    /// `f(view, value)` for both.
+    pub fn map<U>(&self, mut f: impl FnMut(View, &T) -> U) -> PerView<U> {
+        PerView { standard: f(View::Standard, &self.standard), task: f(View::Task, &self.task) }
+    }
+
+    /// `(view, value)` for both, the standard view first.
+    pub fn iter(&self) -> impl Iterator<Item = (View, &T)> {
+        [(View::Standard, &self.standard), (View::Task, &self.task)].into_iter()
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (View, &mut T)> {
+        [(View::Standard, &mut self.standard), (View::Task, &mut self.task)].into_iter()
+    }
+}
+
+impl<T> std::ops::Index<View> for PerView<T> {
+    type Output = T;
+    fn index(&self, view: View) -> &T {
+        match view {
+            View::Standard => &self.standard,
+            View::Task => &self.task,
+        }
+    }
+}
+
 impl fmt::Display for View {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())

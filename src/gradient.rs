@@ -1,5 +1,5 @@
 //! The gradient of the training loss for a stack of one-layer models, written out by
-//! hand over the per-token tables (`crate::token_tables`): what autograd would compute,
+//! hand over the per-token tables (`crate::one_layer`): what autograd would compute,
 //! without the autograd graph or the backward of `embedding_bag`, in a few dozen
 //! kernels however many models are stacked.
 //!
@@ -21,34 +21,27 @@
 use tch::{Kind, Tensor};
 
 use crate::config::ActFn;
-use crate::model::HookedTransformer;
-use crate::token_tables::{heads_as_columns, Read, Tables};
-
-/// The gradient of Σ_rows weight·(−log p(label)) with respect to the logits, from the
-/// float64 log-probabilities, in float32 as autograd hands it back to the float32
-/// logits: `(softmax − onehot(label))·weight`.
-pub(crate) fn logit_gradient(log_probs: &Tensor, labels: &Tensor, weights: &Tensor) -> Tensor {
-    let weights = weights.unsqueeze(-1);
-    let mut grad = log_probs.exp() * &weights;
-    let _ = grad.scatter_add_(-1, &labels.unsqueeze(-1), &(-weights));
-    grad.to_kind(Kind::Float)
-}
+use crate::one_layer::{heads_as_columns, Read, Stack, Tables};
 
 fn tr(t: &Tensor) -> Tensor {
     t.transpose(1, 2)
 }
 
-/// The gradients of every weight `W_*` of the stack `model`, named as TransformerLens
-/// names them and in its `named_parameters` order, given what the training inputs read
-/// from `tables` (with resid_mid) and the loss's gradient on their logits.
+/// The gradients of every weight `W_*` of `stack`, by TransformerLens's name, given what
+/// the training inputs read from `tables` (with resid_mid) and the loss's gradient on
+/// their logits.
 pub(crate) fn weight_gradients(
-    model: &HookedTransformer,
+    stack: &Stack,
     tables: &Tables,
     read: &Read,
     d_logits: &Tensor,
-) -> Vec<(String, Tensor)> {
-    let cfg = &model.cfg;
-    let (a, m, w_u) = (&model.blocks[0].attn, &model.blocks[0].mlp, &model.unembed.W_U);
+) -> Vec<(&'static str, Tensor)> {
+    let cfg = &stack.cfg;
+    let p = |name: &str| stack.get(name);
+    let (w_q, w_k, w_v, w_o) =
+        (p("blocks.0.attn.W_Q"), p("blocks.0.attn.W_K"), p("blocks.0.attn.W_V"), p("blocks.0.attn.W_O"));
+    let (w_in, w_out, b_out, w_u) =
+        (p("blocks.0.mlp.W_in"), p("blocks.0.mlp.W_out"), p("blocks.0.mlp.b_out"), p("unembed.W_U"));
     let (n, batch, n_pos) = read.key_rows.size3().expect("key rows are [model, batch, pos]");
     let (h, e, d, n_vocab) = (cfg.n_heads, cfg.d_head, cfg.d_model, cfg.d_vocab);
     let he = h * e;
@@ -59,8 +52,7 @@ pub(crate) fn weight_gradients(
     let d_w_logit = tr(&read.post).bmm(g); // Σ postᵀ·g: [model, d_mlp, d_vocab_out]
     let g_sum = g.sum_dim_intlist(1, true, Kind::Float);
     let d_w_out = d_w_logit.bmm(&tr(w_u));
-    let d_w_u =
-        tr(resid_mid).bmm(g).baddbmm(&tr(&m.W_out), &d_w_logit, 1, 1).baddbmm(&m.b_out.unsqueeze(2), &g_sum, 1, 1);
+    let d_w_u = tr(resid_mid).bmm(g).baddbmm(&tr(w_out), &d_w_logit, 1, 1).baddbmm(&b_out.unsqueeze(2), &g_sum, 1, 1);
     // MLP input.
     let d_post = g.bmm(&tr(&tables.w_logit));
     let d_pre = match cfg.act_fn {
@@ -68,7 +60,7 @@ pub(crate) fn weight_gradients(
         ActFn::Gelu => read.derivative_at.gelu_backward(&d_post, "none"),
     };
     let d_w_in = tr(resid_mid).bmm(&d_pre);
-    let d_resid = g.bmm(&tr(w_u)).baddbmm(&d_pre, &tr(&m.W_in), 1, 1); // [model, batch, d_model]
+    let d_resid = g.bmm(&tr(w_u)).baddbmm(&d_pre, &tr(w_in), 1, 1); // [model, batch, d_model]
 
     // Attention at the last position: z_h and the pattern's gradient per input.
     let last_rows = read.last_rows.flatten(0, 1);
@@ -78,7 +70,7 @@ pub(crate) fn weight_gradients(
     let pattern = read.pattern.unsqueeze(-1);
     let z = (&pattern * &v_rows).sum_dim_intlist(2, false, Kind::Float); // [model, batch, head, d_head]
     let d_w_o = tr(&z.view([n, batch, he])).bmm(&d_resid).view([n, h, e, d]);
-    let d_z = d_resid.bmm(&tr(&a.W_O.reshape([n, he, d]))).view([n, batch, 1, h, e]);
+    let d_z = d_resid.bmm(&tr(&w_o.reshape([n, he, d]))).view([n, batch, 1, h, e]);
     let d_pattern = (&v_rows * &d_z).sum_dim_intlist(-1, false, Kind::Float); // [model, batch, pos, head]
                                                                               // Softmax over positions, and the score's 1/√d_head.
     let p_dot = (&read.pattern * &d_pattern).sum_dim_intlist(2, true, Kind::Float);
@@ -116,13 +108,13 @@ pub(crate) fn weight_gradients(
     let d_w_v = as_heads(tr(&x).bmm(&d_v));
     let d_w_q = as_heads(tr(&x_last).bmm(&d_q));
     let back = |d: &Tensor, w: &Tensor| d.bmm(&tr(&heads_as_columns(w)));
-    let d_x = (back(&d_k, &a.W_K) + back(&d_v, &a.W_V)).view([n, n_pos, n_vocab, d]);
-    let _ = d_x.select(1, n_pos - 1).g_add_(&back(&d_q, &a.W_Q).g_add_(&d_x_last));
+    let d_x = (back(&d_k, w_k) + back(&d_v, w_v)).view([n, n_pos, n_vocab, d]);
+    let _ = d_x.select(1, n_pos - 1).g_add_(&back(&d_q, w_q).g_add_(&d_x_last));
     let d_w_e = d_x.sum_dim_intlist(1, false, Kind::Float);
-    let d_w_pos = Tensor::zeros_like(&model.pos_embed.W_pos);
+    let d_w_pos = Tensor::zeros_like(p("pos_embed.W_pos"));
     d_w_pos.narrow(1, 0, n_pos).copy_(&d_x.sum_dim_intlist(2, false, Kind::Float));
 
-    [
+    vec![
         ("embed.W_E", d_w_e),
         ("pos_embed.W_pos", d_w_pos),
         ("blocks.0.attn.W_Q", d_w_q),
@@ -133,9 +125,6 @@ pub(crate) fn weight_gradients(
         ("blocks.0.mlp.W_out", d_w_out),
         ("unembed.W_U", d_w_u),
     ]
-    .into_iter()
-    .map(|(name, grad)| (name.to_string(), grad))
-    .collect()
 }
 
 #[cfg(test)]
@@ -144,9 +133,10 @@ mod tests {
 
     use super::*;
     use crate::config::{ModelConfig, RunConfig};
+    use crate::loss::{logit_gradient, loss_fn};
+    use crate::model::HookedTransformer;
+    use crate::one_layer::Lookup;
     use crate::task::Task;
-    use crate::token_tables::Lookup;
-    use crate::train::loss_fn;
 
     /// Autograd through the plain full forward pass (every position, as
     /// TransformerLens computes it) against the hand-written gradient, for a stack of
@@ -169,7 +159,7 @@ mod tests {
             let tokens = Tensor::randint(cfg.model.d_vocab, [2, 40, 3], (Kind::Int64, Device::Cpu));
             let labels = Tensor::randint(cfg.model.d_vocab_out, [2, 40], (Kind::Int64, Device::Cpu));
 
-            let stack = HookedTransformer::stack(&models.iter().collect::<Vec<_>>());
+            let stack = Stack::new(&models.iter().collect::<Vec<_>>()).unwrap();
             let tables = stack.tables(3, wide);
             let read = stack.read_tables(&tables, &Lookup::new(&stack.cfg, &tokens), true);
             let log_probs = read.logits.to_kind(Kind::Double).log_softmax(-1, Kind::Double);
@@ -178,12 +168,12 @@ mod tests {
 
             for (i, model) in models.iter().enumerate() {
                 let model = model.trainable_copy();
-                let logits = model.forward(&tokens.get(i as i64)).select(1, -1);
+                let logits = model.forward(&tokens.get(i as i64)).unwrap().select(1, -1);
                 loss_fn(&logits, &labels.get(i as i64)).backward();
-                for ((name, param), (our_name, grad)) in
-                    model.named_parameters().into_iter().filter(|(n, _)| n.contains(".W_")).zip(&ours)
-                {
-                    assert_eq!(&name, our_name);
+                let trained: Vec<(&str, &Tensor)> = model.trainable_parameters().collect();
+                assert_eq!(trained.len(), ours.len());
+                for (name, param) in trained {
+                    let (_, grad) = ours.iter().find(|(n, _)| *n == name).expect("a gradient per weight");
                     let theirs = param.grad();
                     let scale = theirs.abs().max().double_value(&[]);
                     let gap = (grad.get(i as i64) - &theirs).abs().max().double_value(&[]);

@@ -4,7 +4,7 @@
 //! `checkpoints`, `checkpoint_epochs`, `train_losses`, `test_losses`, `train_indices`,
 //! `test_indices`), parsed by [`crate::pth`] without executing anything.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use tch::{Device, Kind, Tensor};
 
@@ -12,7 +12,7 @@ use crate::config::{ActFn, ModelConfig, RunConfig, TrainConfig};
 use crate::error::{Error, Result};
 use crate::model::HookedTransformer;
 use crate::pth::{self, Value};
-use crate::run::{load_state_dict, Run};
+use crate::run::{checkpoint_file, load_state_dict, Run};
 use crate::task::{Split, Task};
 
 /// A trained model's history: its config and split, per-epoch losses (possibly
@@ -27,7 +27,8 @@ pub struct History {
 }
 
 enum Source {
-    Folder(Box<Run>),
+    /// A run folder's checkpoints, read when asked for.
+    Folder(PathBuf),
     StateDicts(Vec<Vec<(String, Tensor)>>),
 }
 
@@ -40,7 +41,7 @@ impl History {
             .position(|&e| e == epoch)
             .ok_or_else(|| Error::config(format!("no checkpoint at epoch {epoch}")))?;
         match &self.source {
-            Source::Folder(run) => run.checkpoint(epoch, device),
+            Source::Folder(dir) => load_state_dict(&checkpoint_file(dir, epoch), &self.config, device),
             Source::StateDicts(states) => {
                 HookedTransformer::from_state_dict(&self.config.model, &states[index], device)
             }
@@ -53,14 +54,14 @@ impl History {
 /// hold no task); a safetensors file gets the seed's split and no losses.
 pub fn read_history(input: &Path, task: Task) -> Result<History> {
     if input.is_dir() {
-        let run = Run::load(input)?;
+        let Run { dir, config, split, train_losses, test_losses, checkpoint_epochs } = Run::load(input)?;
         return Ok(History {
-            config: run.config.clone(),
-            split: run.split.clone(),
-            train_losses: run.train_losses.clone(),
-            test_losses: run.test_losses.clone(),
-            checkpoint_epochs: run.checkpoint_epochs.clone(),
-            source: Source::Folder(Box::new(run)),
+            config,
+            split,
+            train_losses,
+            test_losses,
+            checkpoint_epochs,
+            source: Source::Folder(dir),
         });
     }
     if !input.is_file() {

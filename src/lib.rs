@@ -3,35 +3,45 @@
 //!
 //! Data flows one way: [`task`] → [`model`] (+ [`hooks`]) → [`train`] → [`run`]
 //! (a folder on disk) → analysis → charts.
+//!
+//! Two process-wide settings come with training: on the CPU the C heap keeps freed
+//! blocks ([`heap`]), and on a GPU the training thread works on a side stream while a
+//! trainer lives ([`cuda_graph`]). [`Trainer`](trainer::Trainer) says when.
 
 pub mod adamw;
 pub mod analysis;
+mod batches;
 pub mod config;
 mod cuda_graph;
 pub mod device;
 pub mod error;
 pub mod fourier;
 mod gradient;
+pub mod grid;
 mod heap;
 pub mod hooks;
 pub mod import;
+pub mod loss;
 pub mod measures;
 pub mod memory;
 pub mod model;
+pub mod one_layer;
 pub mod phases;
 pub mod plot;
+mod progress;
 pub mod pth;
 pub mod report;
 pub mod run;
 pub mod task;
-mod token_tables;
 pub mod train;
+pub mod trainer;
 
 pub use tch;
 
 pub use config::{ActFn, ModelConfig, RunConfig, TrainConfig};
 pub use error::{Error, Result};
-pub use hooks::{act_name, ActivationCache};
+pub use hooks::{ActivationCache, HookPoint};
 pub use model::HookedTransformer;
+pub use one_layer::{last_logits, last_position, LastPosition};
 pub use run::{train_or_load, Run, RunWriter};
 pub use task::{Split, Task, Term};

@@ -3,8 +3,8 @@
 //!
 //! Weights carry TransformerLens's names and shapes (`W_Q: [n_heads, d_model, d_head]`,
 //! weights multiply on the right), so a state dict moves between the two unchanged.
-//! Every hook point of TransformerLens's forward pass is visited in the same order,
-//! under the same name; see [`crate::hooks`] for caching and intervening.
+//! The forward pass visits every hook point of TransformerLens's in the same order,
+//! under the same name ([`crate::hooks`]).
 
 #![allow(non_snake_case)]
 
@@ -12,7 +12,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::config::{ActFn, ModelConfig};
 use crate::error::{Error, Result};
-use crate::hooks::Hooks;
+use crate::hooks::{ActivationCache, BlockHook, HookFn, HookPoint, Hooks, Interventions, NoHooks, Recorder};
 
 /// Token and position embeddings.
 pub struct Embed {
@@ -51,63 +51,73 @@ pub struct Unembed {
     pub b_U: Tensor, // [d_vocab_out]
 }
 
+/// The model. Its fields are handles on the parameters that `named_parameters` lists:
+/// read them freely, and make a changed model with [`HookedTransformer::map_parameters`]
+/// rather than by assigning a field.
 pub struct HookedTransformer {
     pub cfg: ModelConfig,
     pub embed: Embed,
     pub pos_embed: PosEmbed,
     pub blocks: Vec<Block>,
     pub unembed: Unembed,
+    /// Every parameter by TransformerLens's name, in its `named_parameters()` order.
+    parameters: Vec<(String, Tensor)>,
 }
 
 /// What TransformerLens fills masked attention scores with (its `IGNORE` buffer).
 pub const IGNORE: f64 = f64::NEG_INFINITY;
 
 impl HookedTransformer {
+    /// The parameters of a model of `cfg`, in TransformerLens's `named_parameters()`
+    /// order, each with its name and shape: the one list of them. `source(name, shape)`
+    /// gives each parameter's tensor.
+    fn build(cfg: &ModelConfig, mut source: impl FnMut(&str, &[i64]) -> Result<Tensor>) -> Result<Self> {
+        let (h, d, dh, m) = (cfg.n_heads, cfg.d_model, cfg.d_head, cfg.d_mlp);
+        let mut parameters = Vec::new();
+        let mut param = |name: String, shape: &[i64]| -> Result<Tensor> {
+            let t = source(&name, shape)?;
+            parameters.push((name, t.shallow_clone()));
+            Ok(t)
+        };
+        let embed = Embed { W_E: param("embed.W_E".into(), &[cfg.d_vocab, d])? };
+        let pos_embed = PosEmbed { W_pos: param("pos_embed.W_pos".into(), &[cfg.n_ctx, d])? };
+        let mut blocks = Vec::new();
+        for i in 0..cfg.n_layers {
+            let mut at = |leaf: &str, shape: &[i64]| param(format!("blocks.{i}.{leaf}"), shape);
+            let (W_Q, W_O) = (at("attn.W_Q", &[h, d, dh])?, at("attn.W_O", &[h, dh, d])?);
+            let (b_Q, b_O) = (at("attn.b_Q", &[h, dh])?, at("attn.b_O", &[d])?);
+            let (W_K, W_V) = (at("attn.W_K", &[h, d, dh])?, at("attn.W_V", &[h, d, dh])?);
+            let (b_K, b_V) = (at("attn.b_K", &[h, dh])?, at("attn.b_V", &[h, dh])?);
+            let attn = Attention { W_Q, W_K, W_V, W_O, b_Q, b_K, b_V, b_O };
+            let (W_in, b_in) = (at("mlp.W_in", &[d, m])?, at("mlp.b_in", &[m])?);
+            let (W_out, b_out) = (at("mlp.W_out", &[m, d])?, at("mlp.b_out", &[d])?);
+            blocks.push(Block { attn, mlp: Mlp { W_in, b_in, W_out, b_out } });
+        }
+        let unembed = Unembed {
+            W_U: param("unembed.W_U".into(), &[d, cfg.d_vocab_out])?,
+            b_U: param("unembed.b_U".into(), &[cfg.d_vocab_out])?,
+        };
+        Ok(HookedTransformer { cfg: cfg.clone(), embed, pos_embed, blocks, unembed, parameters })
+    }
+
     /// A model initialised as TransformerLens does for this config: every `W_*`
     /// drawn from N(0, initializer_range²) in `named_parameters` order after
     /// `torch.manual_seed(cfg.seed)`, biases zero. Drawn on the CPU, so the
     /// weights are the same whatever the device.
     pub fn new(cfg: &ModelConfig, device: Device) -> Result<Self> {
         cfg.validate()?;
-        let model = Self::zeros(cfg);
         tch::manual_seed(cfg.seed);
         let std = cfg.initializer_range();
-        tch::no_grad(|| {
-            for (name, tensor) in model.named_parameters() {
-                if is_weight_name(&name) {
-                    let mut t = tensor.shallow_clone();
+        let model = tch::no_grad(|| {
+            Self::build(cfg, |name, shape| {
+                let mut t = Tensor::zeros(shape, (Kind::Float, Device::Cpu));
+                if is_weight_name(name) {
                     let _ = t.normal_(0.0, std);
                 }
-            }
-        });
+                Ok(t)
+            })
+        })?;
         Ok(if device == Device::Cpu { model } else { model.to_device(device) })
-    }
-
-    /// A model of this shape with every weight zero, on the CPU.
-    fn zeros(cfg: &ModelConfig) -> Self {
-        let z = |shape: &[i64]| Tensor::zeros(shape, (Kind::Float, Device::Cpu));
-        let (h, d, dh, m) = (cfg.n_heads, cfg.d_model, cfg.d_head, cfg.d_mlp);
-        HookedTransformer {
-            cfg: cfg.clone(),
-            embed: Embed { W_E: z(&[cfg.d_vocab, d]) },
-            pos_embed: PosEmbed { W_pos: z(&[cfg.n_ctx, d]) },
-            blocks: (0..cfg.n_layers)
-                .map(|_| Block {
-                    attn: Attention {
-                        W_Q: z(&[h, d, dh]),
-                        W_K: z(&[h, d, dh]),
-                        W_V: z(&[h, d, dh]),
-                        W_O: z(&[h, dh, d]),
-                        b_Q: z(&[h, dh]),
-                        b_K: z(&[h, dh]),
-                        b_V: z(&[h, dh]),
-                        b_O: z(&[d]),
-                    },
-                    mlp: Mlp { W_in: z(&[d, m]), b_in: z(&[m]), W_out: z(&[m, d]), b_out: z(&[d]) },
-                })
-                .collect(),
-            unembed: Unembed { W_U: z(&[d, cfg.d_vocab_out]), b_U: z(&[cfg.d_vocab_out]) },
-        }
     }
 
     /// A model whose weights come from a state dict with TransformerLens's names.
@@ -115,25 +125,14 @@ impl HookedTransformer {
     /// `IGNORE` buffers may be present or not; anything else is an error.
     pub fn from_state_dict(cfg: &ModelConfig, state: &[(String, Tensor)], device: Device) -> Result<Self> {
         cfg.validate()?;
-        let model = Self::zeros(cfg);
-        let params = model.named_parameters();
-        for (name, _) in state {
-            let known = params.iter().any(|(n, _)| n == name) || is_buffer_name(name, cfg.n_layers);
-            if !known {
-                return Err(Error::format(format!("unexpected tensor `{name}` (not a parameter of this model)")));
-            }
-        }
-        tch::no_grad(|| -> Result<()> {
-            for (name, target) in &params {
-                let (_, source) = state
-                    .iter()
-                    .find(|(n, _)| n == name)
+        let model = tch::no_grad(|| {
+            Self::build(cfg, |name, shape| {
+                let (_, source) = (state.iter().find(|(n, _)| n == name))
                     .ok_or_else(|| Error::format(format!("missing tensor `{name}`")))?;
-                if source.size() != target.size() {
+                if source.size() != shape {
                     return Err(Error::format(format!(
-                        "tensor `{name}` has shape {:?}, expected {:?}",
-                        source.size(),
-                        target.size()
+                        "tensor `{name}` has shape {:?}, expected {shape:?}",
+                        source.size()
                     )));
                 }
                 if !source.is_floating_point() {
@@ -142,28 +141,15 @@ impl HookedTransformer {
                         source.kind()
                     )));
                 }
-                target.shallow_clone().copy_(source);
-            }
-            Ok(())
+                Ok(source.to_kind(Kind::Float).to_device(Device::Cpu).copy())
+            })
         })?;
+        if let Some((name, _)) =
+            state.iter().find(|(n, _)| model.parameter(n).is_none() && !is_buffer_name(n, cfg.n_layers))
+        {
+            return Err(Error::format(format!("unexpected tensor `{name}` (not a parameter of this model)")));
+        }
         Ok(if device == Device::Cpu { model } else { model.to_device(device) })
-    }
-
-    /// Models of one shape stacked on a leading model axis (every weight `[model, …]`),
-    /// the form [`crate::train::Trainer`] trains several runs in.
-    pub fn stack(models: &[&HookedTransformer]) -> Self {
-        let params: Vec<Vec<(String, &Tensor)>> = models.iter().map(|m| m.named_parameters()).collect();
-        let named = |params: &[(String, &Tensor)], name: &str| {
-            params.iter().find(|(n, _)| n == name).map(|(_, t)| t.shallow_clone())
-        };
-        models[0].map_parameters(|name, _| {
-            Tensor::stack(&params.iter().filter_map(|p| named(p, name)).collect::<Vec<_>>(), 0)
-        })
-    }
-
-    /// The same weights, shared: a second handle on this model's tensors.
-    pub fn shallow_clone(&self) -> Self {
-        self.map_parameters(|_, t| t.shallow_clone())
     }
 
     /// The same model on `device`.
@@ -171,84 +157,42 @@ impl HookedTransformer {
         self.map_parameters(|_, t| t.to_device(device))
     }
 
+    /// The same weights, shared: a second handle on this model's tensors.
+    pub fn shallow_clone(&self) -> Self {
+        self.map_parameters(|_, t| t.shallow_clone())
+    }
+
     pub fn device(&self) -> Device {
         self.embed.W_E.device()
     }
 
-    /// A model whose every parameter is `f(name, parameter)`.
+    /// A model whose every parameter is `f(name, parameter)`, of the same shape.
     pub fn map_parameters(&self, mut f: impl FnMut(&str, &Tensor) -> Tensor) -> Self {
-        let mut f = |name: String, t: &Tensor| f(&name, t);
-        HookedTransformer {
-            cfg: self.cfg.clone(),
-            embed: Embed { W_E: f("embed.W_E".into(), &self.embed.W_E) },
-            pos_embed: PosEmbed { W_pos: f("pos_embed.W_pos".into(), &self.pos_embed.W_pos) },
-            blocks: (self.blocks.iter().enumerate())
-                .map(|(i, b)| {
-                    let (a, m) = (&b.attn, &b.mlp);
-                    let mut at = |leaf: &str, t: &Tensor| f(format!("blocks.{i}.attn.{leaf}"), t);
-                    let attn = Attention {
-                        W_Q: at("W_Q", &a.W_Q),
-                        W_O: at("W_O", &a.W_O),
-                        b_Q: at("b_Q", &a.b_Q),
-                        b_O: at("b_O", &a.b_O),
-                        W_K: at("W_K", &a.W_K),
-                        W_V: at("W_V", &a.W_V),
-                        b_K: at("b_K", &a.b_K),
-                        b_V: at("b_V", &a.b_V),
-                    };
-                    let mut ml = |leaf: &str, t: &Tensor| f(format!("blocks.{i}.mlp.{leaf}"), t);
-                    let mlp = Mlp {
-                        W_in: ml("W_in", &m.W_in),
-                        b_in: ml("b_in", &m.b_in),
-                        W_out: ml("W_out", &m.W_out),
-                        b_out: ml("b_out", &m.b_out),
-                    };
-                    Block { attn, mlp }
-                })
-                .collect(),
-            unembed: Unembed {
-                W_U: f("unembed.W_U".into(), &self.unembed.W_U),
-                b_U: f("unembed.b_U".into(), &self.unembed.b_U),
-            },
-        }
+        Self::build(&self.cfg, |name, _| {
+            Ok(f(name, self.parameter(name).expect("the same config lists the same names")))
+        })
+        .expect("mapping never fails")
+    }
+
+    /// The parameter of that name, if the model has one.
+    pub fn parameter(&self, name: &str) -> Option<&Tensor> {
+        self.parameters.iter().find(|(n, _)| n == name).map(|(_, t)| t)
     }
 
     /// Every parameter in TransformerLens's `named_parameters()` order.
-    pub fn named_parameters(&self) -> Vec<(String, &Tensor)> {
-        let mut out =
-            vec![("embed.W_E".to_string(), &self.embed.W_E), ("pos_embed.W_pos".to_string(), &self.pos_embed.W_pos)];
-        for (i, b) in self.blocks.iter().enumerate() {
-            let a = &b.attn;
-            for (leaf, t) in [
-                ("W_Q", &a.W_Q),
-                ("W_O", &a.W_O),
-                ("b_Q", &a.b_Q),
-                ("b_O", &a.b_O),
-                ("W_K", &a.W_K),
-                ("W_V", &a.W_V),
-                ("b_K", &a.b_K),
-                ("b_V", &a.b_V),
-            ] {
-                out.push((format!("blocks.{i}.attn.{leaf}"), t));
-            }
-            let m = &b.mlp;
-            for (leaf, t) in [("W_in", &m.W_in), ("b_in", &m.b_in), ("W_out", &m.W_out), ("b_out", &m.b_out)] {
-                out.push((format!("blocks.{i}.mlp.{leaf}"), t));
-            }
-        }
-        out.push(("unembed.W_U".to_string(), &self.unembed.W_U));
-        out.push(("unembed.b_U".to_string(), &self.unembed.b_U));
-        out
+    pub fn named_parameters(&self) -> impl Iterator<Item = (&str, &Tensor)> {
+        self.parameters.iter().map(|(n, t)| (n.as_str(), t))
     }
 
-    /// The weights the optimizer updates: every `W_*`. Biases stay frozen at
-    /// their initial zeros, as the seed sets `requires_grad = False` on them.
-    pub fn trainable_parameters(&self) -> Vec<&Tensor> {
-        self.named_parameters().into_iter().filter(|(n, _)| is_weight_name(n)).map(|(_, t)| t).collect()
+    /// The weights the optimizer updates: every `W_*`, in `named_parameters` order.
+    /// Biases stay frozen at their initial zeros, as the seed sets `requires_grad =
+    /// False` on them.
+    pub fn trainable_parameters(&self) -> impl Iterator<Item = (&str, &Tensor)> {
+        self.named_parameters().filter(|(name, _)| is_weight_name(name))
     }
 
     /// A copy of the weights as fresh leaves, the trainable ones (every `W_*`)
-    /// tracking gradients: what a trainer updates in place.
+    /// tracking gradients.
     pub fn trainable_copy(&self) -> Self {
         self.map_parameters(|name, t| t.detach().copy().set_requires_grad(is_weight_name(name)))
     }
@@ -257,7 +201,7 @@ impl HookedTransformer {
     /// and `IGNORE` buffers, on the CPU, detached copies.
     pub fn state_dict(&self) -> Vec<(String, Tensor)> {
         let mut out: Vec<(String, Tensor)> =
-            self.named_parameters().into_iter().map(|(n, t)| (n, t.detach().to_device(Device::Cpu).copy())).collect();
+            self.named_parameters().map(|(n, t)| (n.to_string(), t.detach().to_device(Device::Cpu).copy())).collect();
         for i in 0..self.cfg.n_layers {
             let n = self.cfg.n_ctx;
             out.push((format!("blocks.{i}.attn.mask"), Tensor::ones([n, n], (Kind::Bool, Device::Cpu)).tril(0)));
@@ -266,147 +210,120 @@ impl HookedTransformer {
         out
     }
 
+    /// Every hook point of this model, in the order the forward pass visits them.
+    pub fn hook_points(&self) -> Vec<HookPoint> {
+        HookPoint::all(self.cfg.n_layers as usize)
+    }
+
+    /// Fails unless `tokens` is `[batch, pos]` int64 with 1 ≤ pos ≤ n_ctx and every
+    /// token in the vocabulary.
+    pub fn check_tokens(&self, tokens: &Tensor) -> Result<()> {
+        let size = tokens.size();
+        if tokens.kind() != Kind::Int64 || size.len() != 2 || size[1] < 1 || size[1] > self.cfg.n_ctx {
+            return Err(Error::config(format!(
+                "tokens must be [batch, pos] int64 with 1 ≤ pos ≤ n_ctx = {}, got {:?} {:?}",
+                self.cfg.n_ctx,
+                tokens.kind(),
+                size
+            )));
+        }
+        if tokens.numel() > 0 {
+            let (lo, hi) = (tokens.min().int64_value(&[]), tokens.max().int64_value(&[]));
+            if lo < 0 || hi >= self.cfg.d_vocab {
+                let bad = if lo < 0 { lo } else { hi };
+                return Err(Error::config(format!("token {bad} is outside the vocabulary 0..{}", self.cfg.d_vocab)));
+            }
+        }
+        Ok(())
+    }
+
     /// Logits at every position: `[batch, pos, d_vocab_out]`.
-    pub fn forward(&self, tokens: &Tensor) -> Tensor {
-        self.forward_with(tokens, &mut crate::hooks::NoHooks)
+    pub fn forward(&self, tokens: &Tensor) -> Result<Tensor> {
+        self.forward_with(tokens, &mut NoHooks)
+    }
+
+    /// Logits and every activation, as TransformerLens's `run_with_cache`. Runs
+    /// without gradients.
+    pub fn run_with_cache(&self, tokens: &Tensor) -> Result<(Tensor, ActivationCache)> {
+        let mut recorder = Recorder::default();
+        let logits = tch::no_grad(|| self.forward_with(tokens, &mut recorder))?;
+        Ok((logits, recorder.into_cache()))
+    }
+
+    /// Logits with hook functions applied at the named hook points (full names or
+    /// TransformerLens's short ones, `("pattern", 0)` as `"blocks.0.attn.hook_pattern"`),
+    /// in the order given.
+    ///
+    /// ```ignore
+    /// // Zero-ablate head 0:
+    /// let logits = model.run_with_hooks(&tokens, &mut [("blocks.0.attn.hook_pattern", &mut |p: &Tensor| {
+    ///     let p = p.copy();
+    ///     let _ = p.narrow(1, 0, 1).fill_(0.0);
+    ///     Some(p)
+    /// })])?;
+    /// ```
+    pub fn run_with_hooks(&self, tokens: &Tensor, hooks: &mut [(&str, HookFn<'_>)]) -> Result<Tensor> {
+        let points = self.hook_points();
+        let mut at = Vec::new();
+        for (name, f) in hooks.iter_mut() {
+            let point: HookPoint = name.parse()?;
+            if !points.contains(&point) {
+                return Err(Error::config(format!("{point} is past this model's {} layer(s)", self.cfg.n_layers)));
+            }
+            at.push((point, f));
+        }
+        self.forward_with(tokens, &mut Interventions { hooks: at })
     }
 
     /// The forward pass, visiting every hook point in TransformerLens's order.
-    pub fn forward_with(&self, tokens: &Tensor, hooks: &mut dyn Hooks) -> Tensor {
+    pub fn forward_with(&self, tokens: &Tensor, hooks: &mut dyn Hooks) -> Result<Tensor> {
+        self.check_tokens(tokens)?;
         let n_pos = tokens.size()[1];
-        let embed = hooks.visit(
-            "hook_embed",
-            self.embed.W_E.index_select(0, &tokens.flatten(0, 1)).view([-1, n_pos, self.cfg.d_model]),
-        );
-        let pos =
-            hooks.visit("hook_pos_embed", self.pos_embed.W_pos.narrow(0, 0, n_pos).unsqueeze(0).expand_as(&embed));
+        let embed = self.embed.W_E.index_select(0, &tokens.flatten(0, 1)).view([-1, n_pos, self.cfg.d_model]);
+        let embed = hooks.visit(HookPoint::Embed, embed);
+        let pos = self.pos_embed.W_pos.narrow(0, 0, n_pos).unsqueeze(0).expand_as(&embed);
+        let pos = hooks.visit(HookPoint::PosEmbed, pos);
         let mut resid = embed + pos; // [batch, pos, d_model]
         for (i, block) in self.blocks.iter().enumerate() {
             resid = self.block_forward(i, block, resid, hooks);
         }
-        resid.matmul(&self.unembed.W_U) + &self.unembed.b_U
+        Ok(resid.matmul(&self.unembed.W_U) + &self.unembed.b_U)
     }
 
     fn block_forward(&self, i: usize, block: &Block, resid: Tensor, hooks: &mut dyn Hooks) -> Tensor {
-        let name = |leaf: &str| format!("blocks.{i}.{leaf}");
+        let mut visit = |hook, t| hooks.visit(HookPoint::Block(i, hook), t);
         let a = &block.attn;
-        let resid_pre = hooks.visit(&name("hook_resid_pre"), resid);
-        let q = hooks.visit(&name("attn.hook_q"), project(&resid_pre, &a.W_Q, &a.b_Q)); // [batch, pos, head, d_head]
-        let k = hooks.visit(&name("attn.hook_k"), project(&resid_pre, &a.W_K, &a.b_K));
-        let v = hooks.visit(&name("attn.hook_v"), project(&resid_pre, &a.W_V, &a.b_V));
+        let resid_pre = visit(BlockHook::ResidPre, resid);
+        let q = visit(BlockHook::Q, project(&resid_pre, &a.W_Q, &a.b_Q)); // [batch, pos, head, d_head]
+        let k = visit(BlockHook::K, project(&resid_pre, &a.W_K, &a.b_K));
+        let v = visit(BlockHook::V, project(&resid_pre, &a.W_V, &a.b_V));
         let n_pos = q.size()[1];
         let scores = q.permute([0, 2, 1, 3]).matmul(&k.permute([0, 2, 3, 1])) / (self.cfg.d_head as f64).sqrt();
         let future = Tensor::ones([n_pos, n_pos], (Kind::Bool, scores.device())).triu(1);
-        let scores = hooks.visit(&name("attn.hook_attn_scores"), scores.masked_fill(&future, IGNORE)); // [batch, head, q_pos, k_pos]
-        let pattern = hooks.visit(&name("attn.hook_pattern"), scores.softmax(-1, Kind::Float));
-        let z = hooks.visit(&name("attn.hook_z"), pattern.matmul(&v.permute([0, 2, 1, 3])).permute([0, 2, 1, 3])); // [batch, pos, head, d_head]
+        let scores = visit(BlockHook::AttnScores, scores.masked_fill(&future, IGNORE)); // [batch, head, q_pos, k_pos]
+        let pattern = visit(BlockHook::Pattern, scores.softmax(-1, Kind::Float));
+        let z = visit(BlockHook::Z, pattern.matmul(&v.permute([0, 2, 1, 3])).permute([0, 2, 1, 3])); // [batch, pos, head, d_head]
         let (h, dh, d) = (self.cfg.n_heads, self.cfg.d_head, self.cfg.d_model);
-        let attn_out =
-            hooks.visit(&name("hook_attn_out"), z.flatten(2, 3).matmul(&a.W_O.reshape([h * dh, d])) + &a.b_O);
-        let resid_mid = hooks.visit(&name("hook_resid_mid"), resid_pre + attn_out);
+        let attn_out = visit(BlockHook::AttnOut, z.flatten(2, 3).matmul(&a.W_O.reshape([h * dh, d])) + &a.b_O);
+        let resid_mid = visit(BlockHook::ResidMid, resid_pre + attn_out);
         let m = &block.mlp;
-        let pre = hooks.visit(&name("mlp.hook_pre"), resid_mid.matmul(&m.W_in) + &m.b_in);
-        let post = hooks.visit(&name("mlp.hook_post"), self.act(&pre));
-        let mlp_out = hooks.visit(&name("hook_mlp_out"), post.matmul(&m.W_out) + &m.b_out);
-        hooks.visit(&name("hook_resid_post"), resid_mid + mlp_out)
-    }
-
-    pub(crate) fn act(&self, pre: &Tensor) -> Tensor {
-        match self.cfg.act_fn {
-            ActFn::Relu => pre.relu(),
-            ActFn::Gelu => pre.gelu("none"),
-        }
-    }
-
-    /// Every hook point's name, in the order the forward pass visits them.
-    pub fn hook_names(&self) -> Vec<String> {
-        let mut names = vec!["hook_embed".to_string(), "hook_pos_embed".to_string()];
-        for i in 0..self.cfg.n_layers {
-            for leaf in [
-                "hook_resid_pre",
-                "attn.hook_q",
-                "attn.hook_k",
-                "attn.hook_v",
-                "attn.hook_attn_scores",
-                "attn.hook_pattern",
-                "attn.hook_z",
-                "hook_attn_out",
-                "hook_resid_mid",
-                "mlp.hook_pre",
-                "mlp.hook_post",
-                "hook_mlp_out",
-                "hook_resid_post",
-            ] {
-                names.push(format!("blocks.{i}.{leaf}"));
-            }
-        }
-        names
-    }
-
-    /// Logits at the last position only, `[batch, d_vocab_out]`: the same numbers as
-    /// `forward(tokens).select(1, -1)`. What the trainer uses.
-    pub fn last_logits(&self, tokens: &Tensor) -> Tensor {
-        match self.cfg.n_layers {
-            1 => self.last_position_from_tables(tokens, false).0,
-            _ => self.last_position_through_blocks(tokens).logits,
-        }
-    }
-
-    /// The last position's residual stream after attention, MLP activations and
-    /// logits, for every input at once: the last block's queries, MLP and
-    /// unembedding are computed at that position alone.
-    pub fn last_position(&self, tokens: &Tensor) -> LastPosition {
-        match self.cfg.n_layers {
-            1 => {
-                let (logits, mlp_post, resid_mid) = self.last_position_from_tables(tokens, true);
-                LastPosition { resid_mid: resid_mid.expect("asked for"), mlp_post, logits }
-            }
-            _ => self.last_position_through_blocks(tokens),
-        }
-    }
-
-    /// [`HookedTransformer::last_position`] for any depth: every block before the last at
-    /// every position, the last block at the last position.
-    fn last_position_through_blocks(&self, tokens: &Tensor) -> LastPosition {
-        let n_pos = tokens.size()[1];
-        let d = self.cfg.d_model;
-        let mut resid = self.embed.W_E.index_select(0, &tokens.flatten(0, 1)).view([-1, n_pos, d])
-            + self.pos_embed.W_pos.narrow(0, 0, n_pos);
-        let (last, earlier) = self.blocks.split_last().expect("a model has at least one block");
-        for (i, block) in earlier.iter().enumerate() {
-            resid = self.block_forward(i, block, resid, &mut crate::hooks::NoHooks);
-        }
-        let a = &last.attn;
-        let q = project(&resid.select(1, n_pos - 1), &a.W_Q, &a.b_Q); // [batch, head, d_head]
-        let k = project(&resid, &a.W_K, &a.b_K); // [batch, pos, head, d_head]
-        let v = project(&resid, &a.W_V, &a.b_V);
-        // The last query sees every position: no mask needed.
-        let scores = q.unsqueeze(2).matmul(&k.permute([0, 2, 3, 1])) / (self.cfg.d_head as f64).sqrt(); // [batch, head, 1, pos]
-        let pattern = scores.softmax(-1, Kind::Float);
-        let z = pattern.matmul(&v.permute([0, 2, 1, 3])).squeeze_dim(2); // [batch, head, d_head]
-        let (h, dh) = (self.cfg.n_heads, self.cfg.d_head);
-        let resid_mid =
-            resid.select(1, n_pos - 1) + z.reshape([-1, h * dh]).matmul(&a.W_O.reshape([h * dh, d])) + &a.b_O;
-        let m = &last.mlp;
-        let mlp_post = self.act(&(resid_mid.matmul(&m.W_in) + &m.b_in));
-        let resid_post = &resid_mid + mlp_post.matmul(&m.W_out) + &m.b_out;
-        let logits = resid_post.matmul(&self.unembed.W_U) + &self.unembed.b_U;
-        LastPosition { resid_mid, mlp_post, logits }
+        let pre = visit(BlockHook::Pre, resid_mid.matmul(&m.W_in) + &m.b_in);
+        let post = visit(BlockHook::Post, act(self.cfg.act_fn, &pre));
+        let mlp_out = visit(BlockHook::MlpOut, post.matmul(&m.W_out) + &m.b_out);
+        visit(BlockHook::ResidPost, resid_mid + mlp_out)
     }
 }
 
-/// What the last position computes, for a batch of inputs.
-pub struct LastPosition {
-    /// `blocks.{last}.hook_resid_mid` at the last position: `[batch, d_model]`.
-    pub resid_mid: Tensor,
-    /// `blocks.{last}.mlp.hook_post` at the last position: `[batch, d_mlp]`.
-    pub mlp_post: Tensor,
-    /// `[batch, d_vocab_out]`.
-    pub logits: Tensor,
+/// The MLP's activation function.
+pub(crate) fn act(act_fn: ActFn, pre: &Tensor) -> Tensor {
+    match act_fn {
+        ActFn::Relu => pre.relu(),
+        ActFn::Gelu => pre.gelu("none"),
+    }
 }
 
 /// `x · W + b` per head: `[..., d_model]` → `[..., head, d_head]`, one matmul for all heads.
-pub(crate) fn project(x: &Tensor, w: &Tensor, b: &Tensor) -> Tensor {
+fn project(x: &Tensor, w: &Tensor, b: &Tensor) -> Tensor {
     let (h, d, dh) = (w.size()[0], w.size()[1], w.size()[2]);
     let mut shape = x.size();
     shape.pop();
@@ -414,10 +331,51 @@ pub(crate) fn project(x: &Tensor, w: &Tensor, b: &Tensor) -> Tensor {
     x.matmul(&w.permute([1, 0, 2]).reshape([d, h * dh])).view(shape.as_slice()) + b
 }
 
+/// Whether a parameter is a weight (`W_*`, trained) rather than a bias (`b_*`, frozen).
 pub(crate) fn is_weight_name(name: &str) -> bool {
     name.rsplit('.').next().is_some_and(|leaf| leaf.starts_with("W_"))
 }
 
 fn is_buffer_name(name: &str, n_layers: i64) -> bool {
     (0..n_layers).any(|i| name == format!("blocks.{i}.attn.mask") || name == format!("blocks.{i}.attn.IGNORE"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task::Task;
+
+    /// `build`'s fields and names agree: each field is the tensor listed under its name.
+    #[test]
+    fn fields_are_the_parameters_listed_under_their_names() {
+        let cfg = ModelConfig { n_layers: 2, ..ModelConfig::for_task(&Task::power_sum(7, 1, 1)) };
+        let mut next = 0.0;
+        let model = HookedTransformer::build(&cfg, |_, shape| {
+            next += 1.0;
+            Ok(Tensor::full(shape, next, (Kind::Float, Device::Cpu)))
+        })
+        .unwrap();
+        let (a, m) = (&model.blocks[1].attn, &model.blocks[1].mlp);
+        for (name, field) in [
+            ("embed.W_E", &model.embed.W_E),
+            ("pos_embed.W_pos", &model.pos_embed.W_pos),
+            ("blocks.1.attn.W_Q", &a.W_Q),
+            ("blocks.1.attn.W_K", &a.W_K),
+            ("blocks.1.attn.W_V", &a.W_V),
+            ("blocks.1.attn.W_O", &a.W_O),
+            ("blocks.1.attn.b_Q", &a.b_Q),
+            ("blocks.1.attn.b_K", &a.b_K),
+            ("blocks.1.attn.b_V", &a.b_V),
+            ("blocks.1.attn.b_O", &a.b_O),
+            ("blocks.1.mlp.W_in", &m.W_in),
+            ("blocks.1.mlp.b_in", &m.b_in),
+            ("blocks.1.mlp.W_out", &m.W_out),
+            ("blocks.1.mlp.b_out", &m.b_out),
+            ("unembed.W_U", &model.unembed.W_U),
+            ("unembed.b_U", &model.unembed.b_U),
+        ] {
+            assert!(model.parameter(name).unwrap().equal(field), "{name}");
+        }
+        assert_eq!(model.named_parameters().count(), 4 + 2 * 12);
+    }
 }

@@ -70,7 +70,7 @@ impl Run {
 
     /// The model saved at a checkpoint epoch.
     pub fn checkpoint(&self, epoch: i64, device: Device) -> Result<HookedTransformer> {
-        load_state_dict(&epoch_path(&self.dir, CHECKPOINTS, epoch), &self.config, device)
+        load_state_dict(&checkpoint_file(&self.dir, epoch), &self.config, device)
     }
 
     /// The model at the last checkpoint.
@@ -360,6 +360,11 @@ pub fn check_empty_or_absent(dir: &Path) -> Result<()> {
         Err(_) if dir.exists() => Err(Error::config(format!("{} exists and is not a readable folder", dir.display()))),
         Err(e) => Err(Error::io(dir, e)),
     }
+}
+
+/// The checkpoint of `epoch` in the run folder `dir`.
+pub fn checkpoint_file(dir: &Path, epoch: i64) -> PathBuf {
+    epoch_path(dir, CHECKPOINTS, epoch)
 }
 
 /// `dir/folder/epoch_000099.safetensors`.

@@ -87,11 +87,6 @@ impl Task {
         self.p * self.p
     }
 
-    /// The token id of `=`, which is p.
-    pub fn equals_token(&self) -> i64 {
-        self.p
-    }
-
     /// The label of one pair.
     pub fn label(&self, a: i64, b: i64) -> i64 {
         (self.g.eval(a, self.p) + self.h.eval(b, self.p)) % self.p

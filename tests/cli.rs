@@ -233,8 +233,8 @@ fn analyze_rejects_bad_input_without_writing() {
         (vec!["analyze", missing.to_str().unwrap(), "--out", out_arg], "no such file"),
         (vec!["analyze", run, "--out", out_arg, "--key-freqs", "0,3"], "not a frequency"),
         (vec!["analyze", run, "--out", out_arg, "--key-freqs", "9"], "not a frequency"),
-        (vec!["analyze", run, "--out", out_arg, "--phases", "10,5,20"], "three ascending epochs"),
-        (vec!["analyze", run, "--out", out_arg, "--phases", "1,2"], "three ascending epochs"),
+        (vec!["analyze", run, "--out", out_arg, "--phases", "10,5,20"], "phase boundaries must ascend"),
+        (vec!["analyze", run, "--out", out_arg, "--phases", "1,2"], "--phases takes three epochs"),
         (vec!["analyze", run, "--out", out_arg, "--device", "tpu"], "unknown device"),
         (vec!["analyze", run, "--out", run], "not empty"),
     ] {

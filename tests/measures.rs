@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use groklens::adamw::AdamWState;
 use groklens::fourier::{fourier_basis, transform_2d, FourierBasis, View};
+use groklens::loss::loss_fn;
 use groklens::measures::{
     all_inputs, class_collapse, embed_fourier_norms, excluded_loss, excluded_loss_seed_buggy, gini,
     logit_map_fourier_norms, logit_periodicity, neuron_fourier, neuron_freq_norm, random_cube_cos_sim,
@@ -12,7 +13,7 @@ use groklens::measures::{
 };
 use groklens::phases::{detect_phases, Curve, PhaseCurves, PhaseRule, Phases};
 use groklens::run::RunWriter;
-use groklens::train::{loss_fn, Checkpoint, Observer};
+use groklens::train::{Checkpoint, Observer};
 use groklens::{ActFn, HookedTransformer, ModelConfig, Run, RunConfig, Split, Task, TrainConfig};
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
@@ -113,7 +114,7 @@ fn per_model_measures_match_the_seeds_code() {
     for (section, file) in GOLDEN_MODELS {
         let g = &g[section];
         let model = tiny_model(file);
-        let acts = all_inputs(&model, &task);
+        let acts = all_inputs(&model, &task).unwrap();
 
         let freq_norm = neuron_freq_norm(&task, View::Standard, &acts.mlp_post).unwrap();
         for (k, (ours, theirs)) in tensor_rows(&freq_norm.norm).iter().zip(matrix(&g["neuron_freq_norm"])).enumerate() {
@@ -187,7 +188,7 @@ fn brute_force_periodicity(task: &Task, view: View, logits: &Tensor) -> (Vec<f64
 fn fast_periodicity_equals_the_explicit_cubes() {
     let task = tiny_task();
     let model = tiny_model("measures/tiny_trained.safetensors");
-    let acts = all_inputs(&model, &task);
+    let acts = all_inputs(&model, &task).unwrap();
     for view in View::BOTH {
         let fast = logit_periodicity(&task, view, &acts.logits).unwrap();
         let (coeffs, residual) = brute_force_periodicity(&task, view, &acts.logits);
@@ -205,7 +206,7 @@ fn task_view_of_an_a_plus_b_task_is_the_standard_view() {
     let task = Task::power_sum(11, 1, 1);
     let model = HookedTransformer::new(&tiny_config(11), Device::Cpu).unwrap();
     let split = Split::seeded(121, 0.5, 7).unwrap();
-    let acts = all_inputs(&model, &task);
+    let acts = all_inputs(&model, &task).unwrap();
     let [standard, task_view] = View::BOTH.map(|v| logit_periodicity(&task, v, &acts.logits).unwrap());
     assert_all_close(&standard.coefficients, &task_view.coefficients, 1e-12, "α_k");
     let [a, b] = View::BOTH.map(|v| neuron_freq_norm(&task, v, &acts.mlp_post).unwrap().norm);
@@ -310,7 +311,7 @@ fn task_view_neuron_picture_averages_classes_and_skips_missing_values() {
     // g = a² mod 11 takes 6 of 11 values; h = b³ is one-to-one.
     let task = tiny_task();
     let model = tiny_model("measures/tiny_trained.safetensors");
-    let acts = all_inputs(&model, &task);
+    let acts = all_inputs(&model, &task).unwrap();
     let fourier = neuron_fourier(&task, View::Task, &acts.mlp_post).unwrap();
     let p = task.p;
     // The energy is that of the class means: ≤ the total centred energy, equal only without spread in a class.
@@ -341,7 +342,7 @@ fn a_constant_g_leaves_every_task_view_measure_finite() {
     // g(a) = 0·a: one class of a, and u takes a single value.
     let task = Task { p: 11, g: groklens::Term { coeff: 0, power: 1 }, h: groklens::Term::power(3) };
     let model = tiny_model("measures/tiny_trained.safetensors");
-    let acts = all_inputs(&model, &task);
+    let acts = all_inputs(&model, &task).unwrap();
     let norm = neuron_freq_norm(&task, View::Task, &acts.mlp_post).unwrap();
     assert!(norm.max.iter().all(|m| m.is_finite() && (0.0..=1.0 + 1e-9).contains(m)), "{:?}", norm.max);
     let split = tiny_split();
@@ -390,7 +391,7 @@ fn over_training_series_equal_the_per_model_measures() {
     let restricted_all = series.restricted_loss(&dirs.clone().cos_only(), Subset::All).unwrap();
     for (i, &epoch) in run.checkpoint_epochs.iter().enumerate() {
         let model = run.checkpoint(epoch, Device::Cpu).unwrap();
-        let acts = all_inputs(&model, &task);
+        let acts = all_inputs(&model, &task).unwrap();
         let train = split.train_tensor();
         let labels = task.labels().index_select(0, &train);
         let train_loss = loss_fn(&acts.logits.index_select(0, &train), &labels).double_value(&[]);
@@ -516,7 +517,7 @@ fn timing_of_a_seed_sized_run() {
     println!("{} intra-op threads; load average before: {}", tch::get_num_threads(), load.trim());
     let (_, wall, cpu) = timed(|| {
         for &epoch in &run.checkpoint_epochs {
-            let _ = all_inputs(&run.checkpoint(epoch, Device::Cpu).unwrap(), &task);
+            let _ = all_inputs(&run.checkpoint(epoch, Device::Cpu).unwrap(), &task).unwrap();
         }
     });
     println!("load + last_position forward, 250 checkpoints: {wall:.1} s wall, {cpu:.1} s CPU");
@@ -530,7 +531,7 @@ fn timing_of_a_seed_sized_run() {
     );
     let (_, wall, cpu) = timed(|| series.excluded_loss(&dirs).unwrap());
     println!("  of which excluded loss: {wall:.3} s wall, {cpu:.2} s CPU");
-    let acts = all_inputs(&run.final_model(Device::Cpu).unwrap(), &task);
+    let acts = all_inputs(&run.final_model(Device::Cpu).unwrap(), &task).unwrap();
     let (_, wall, cpu) = timed(|| neuron_freq_norm(&task, View::Task, &acts.mlp_post).unwrap());
     println!("neuron_freq_norm, one model: {wall:.2} s wall, {cpu:.2} s CPU");
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
@@ -552,7 +553,7 @@ fn summary_of_a_run_folder() {
     println!("{}: {} checkpoints in {wall:.1} s wall, {cpu:.1} s CPU", task.describe(), series.epochs.len());
     let last = series.epochs.len() - 1;
     let model = run.final_model(Device::Cpu).unwrap();
-    let acts = all_inputs(&model, &task);
+    let acts = all_inputs(&model, &task).unwrap();
     println!(
         "final: train loss {:.3e} test loss {:.3e} accuracy {:.4}/{:.4}; class collapse {:.4}; random-cube level {:.2e}",
         series.train_loss[last],

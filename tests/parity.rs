@@ -2,8 +2,11 @@
 //! seed's loop (`tests/golden/make_golden.py`, pins in `tests/golden/requirements.txt`).
 
 use groklens::adamw::AdamWState;
-use groklens::train::{loss_fn, Trainer};
-use groklens::{ActFn, HookedTransformer, ModelConfig, RunConfig, Split, Task, TrainConfig};
+use groklens::loss::loss_fn;
+use groklens::trainer::Trainer;
+use groklens::{
+    last_logits, last_position, ActFn, HookedTransformer, ModelConfig, RunConfig, Split, Task, TrainConfig,
+};
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
@@ -97,13 +100,19 @@ fn cache_and_logits_match_transformer_lens() {
             HookedTransformer::from_state_dict(&cfg.model, &tensors(&format!("{name}_init.safetensors")), Device::Cpu)
                 .unwrap();
         let reference = tensors(&format!("{name}_cache.safetensors"));
-        let (logits, cache) = model.run_with_cache(tensor(&reference, "tokens"));
+        let (logits, cache) = model.run_with_cache(tensor(&reference, "tokens")).unwrap();
         assert!(max_abs_diff(&logits, tensor(&reference, "logits")) < 1e-5, "{name}: logits");
-        let keys: Vec<&str> = cache.items().map(|(n, _)| n).collect();
-        let expected: Vec<&str> = reference.iter().map(|(n, _)| n.as_str()).filter(|n| n.contains("hook_")).collect();
-        assert_eq!(keys.len(), expected.len(), "{name}: cache keys {keys:?}");
+        let points: Vec<_> = cache.items().map(|(point, _)| point).collect();
+        assert_eq!(points, model.hook_points(), "{name}: the cache holds every hook point, in forward order");
+        let mut keys: Vec<String> = points.iter().map(|point| point.to_string()).collect();
+        let mut expected: Vec<&str> =
+            reference.iter().map(|(n, _)| n.as_str()).filter(|n| n.contains("hook_")).collect();
+        keys.sort();
+        expected.sort();
+        assert_eq!(keys, expected, "{name}: TransformerLens's hook names");
         for (key, act) in cache.items() {
-            let theirs = tensor(&reference, key);
+            let key = key.to_string();
+            let theirs = tensor(&reference, &key);
             assert_eq!(act.size(), theirs.size(), "{name}: {key} shape");
             // Masked attention scores are -inf on both sides: compare where finite, and the -inf places.
             let finite = theirs.isfinite();
@@ -112,8 +121,11 @@ fn cache_and_logits_match_transformer_lens() {
             assert!(diff < 1e-5, "{name}: {key} differs by {diff}");
         }
         let tokens = tensor(&reference, "tokens");
-        assert!(max_abs_diff(&model.last_logits(tokens), &logits.select(1, -1)) < 1e-5, "{name}: last_logits");
-        let last = model.last_position(tokens);
+        assert!(
+            max_abs_diff(&last_logits(&model, tokens).unwrap(), &logits.select(1, -1)) < 1e-5,
+            "{name}: last_logits"
+        );
+        let last = last_position(&model, tokens).unwrap();
         let layer = cfg.model.n_layers as usize - 1;
         assert!(max_abs_diff(&last.logits, &logits.select(1, -1)) < 1e-5, "{name}: last_position logits");
         assert!(max_abs_diff(&last.mlp_post, &cache[("post", layer)].select(1, -1)) < 1e-5, "{name}: mlp_post");
@@ -133,8 +145,8 @@ fn initial_losses_and_first_gradients_match() {
             (cfg.task.dataset().index_select(0, &rows), cfg.task.labels().index_select(0, &rows))
         };
         let ((train_data, train_labels), (test_data, test_labels)) = (set(&split.train), set(&split.test));
-        let loss = loss_fn(&model.last_logits(&train_data), &train_labels);
-        let test = loss_fn(&model.last_logits(&test_data), &test_labels).double_value(&[]);
+        let loss = loss_fn(&last_logits(&model, &train_data).unwrap(), &train_labels);
+        let test = loss_fn(&last_logits(&model, &test_data).unwrap(), &test_labels).double_value(&[]);
         assert!((loss.double_value(&[]) - g["init_train_loss"].as_f64().unwrap()).abs() < 1e-6, "{name}: train loss");
         assert!((test - g["init_test_loss"].as_f64().unwrap()).abs() < 1e-6, "{name}: test loss");
         loss.backward();
@@ -192,7 +204,7 @@ fn first_100_epochs_match_the_seeds_loop() {
         if name == "tiny" {
             let after = tensors("tiny_after100.safetensors");
             for (key, t) in trainer.model(0).named_parameters() {
-                assert!(max_abs_diff(t, tensor(&after, &key)) < 1e-5, "tiny: {key} after 100 epochs");
+                assert!(max_abs_diff(t, tensor(&after, key)) < 1e-5, "tiny: {key} after 100 epochs");
             }
         }
     }
@@ -214,12 +226,7 @@ fn steps_from_the_peers_state_match() {
             .collect();
         let model = HookedTransformer::from_state_dict(&cfg.model, &weights, Device::Cpu).unwrap();
         let mut trainer = Trainer::new(&cfg, &model, &split).unwrap();
-        let names: Vec<String> = model
-            .named_parameters()
-            .into_iter()
-            .map(|(n, _)| n)
-            .filter(|n| n.rsplit('.').next().unwrap().starts_with("W_"))
-            .collect();
+        let names: Vec<String> = model.trainable_parameters().map(|(n, _)| n.to_string()).collect();
         let moments = names
             .iter()
             .map(|n| {

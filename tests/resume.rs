@@ -88,10 +88,10 @@ fn a_run_killed_anywhere_resumes_to_the_same_bytes() {
     let reference = files(&reference_dir);
 
     // 10 renames: the run folder, then per checkpoint its weights, losses and optimizer
-    // state; 3 unlinks: the optimizer states that later ones replace; writes: every 15th.
+    // state; 3 unlinks: the optimizer states that later ones replace; writes: every 25th.
     let mut points: Vec<(&str, usize)> = (1..=10).map(|n| ("rename", n)).collect();
     points.extend((1..=3).map(|n| ("unlink", n)));
-    points.extend((1..=150).step_by(15).map(|n| ("write", n)));
+    points.extend((1..=150).step_by(25).map(|n| ("write", n)));
     for (i, (syscall, n)) in points.into_iter().enumerate() {
         let dir = tmp.path().join(format!("killed-{i}"));
         let what = format!("killed at {syscall} #{n}");

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use groklens::train::Trainer;
+use groklens::trainer::Trainer;
 use groklens::{HookedTransformer, Run, Split, Task};
 use tch::Device;
 

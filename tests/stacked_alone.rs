@@ -3,7 +3,7 @@
 //! kernels are not deterministic, and a rare run under load once drifted past the bound
 //! from that alone.
 
-use groklens::train::Trainer;
+use groklens::trainer::Trainer;
 use groklens::{HookedTransformer, Split, Task};
 use tch::Device;
 

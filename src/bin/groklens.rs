@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use groklens::analysis::Overrides;
 use groklens::device::parse_device;
+use groklens::grid::Grid;
 use groklens::import::read_history;
 use groklens::memory::{analysis_bytes, check_fits, check_training_fits};
 use groklens::report::write_report;
@@ -163,32 +164,22 @@ fn train(args: TrainArgs) -> Result<(), Error> {
     train_into(&stack, &mut writers, &folders)
 }
 
-/// Every combination of the list-valued flags, each validated.
+/// The grid the list-valued flags describe.
 fn grid(args: &TrainArgs) -> Result<Vec<RunConfig>, Error> {
-    let mut grid = Vec::new();
-    for &m in &args.m {
-        for &n in &args.n {
-            let task = Task { p: args.p, g: Term::power(exponent("m", m)?), h: Term::power(exponent("n", n)?) };
-            task.validate()?;
-            for (&frac_train, &data_seed) in
-                args.frac_train.iter().flat_map(|f| args.data_seed.iter().map(move |d| (f, d)))
-            {
-                for (&lr, &weight_decay) in args.lr.iter().flat_map(|l| args.weight_decay.iter().map(move |w| (l, w))) {
-                    for &seed in &args.seed.0 {
-                        let mut config = RunConfig::for_task(task);
-                        config.model.seed = seed;
-                        let t = &mut config.train;
-                        (t.frac_train, t.data_seed, t.num_epochs, t.checkpoint_every) =
-                            (frac_train, data_seed, args.epochs, args.checkpoint_every);
-                        (t.lr, t.weight_decay) = (lr, weight_decay);
-                        config.validate()?;
-                        grid.push(config);
-                    }
-                }
-            }
-        }
+    let exponents = |name, values: &[i64]| values.iter().map(|&v| exponent(name, v)).collect::<Result<Vec<_>, _>>();
+    Grid {
+        p: args.p,
+        m: exponents("m", &args.m)?,
+        n: exponents("n", &args.n)?,
+        frac_train: args.frac_train.clone(),
+        data_seed: args.data_seed.clone(),
+        seed: args.seed.0.clone(),
+        lr: args.lr.clone(),
+        weight_decay: args.weight_decay.clone(),
+        epochs: args.epochs,
+        checkpoint_every: args.checkpoint_every,
     }
-    Ok(grid)
+    .configs()
 }
 
 /// Continues the run or grid in `dir` from the last epoch that all its runs can
@@ -247,11 +238,10 @@ fn analyze(args: AnalyzeArgs) -> Result<(), Error> {
     task.validate()?;
     let phases = match args.phases.as_deref() {
         None => None,
-        Some(&[m, c, k]) if m <= c && c <= k => Some([m, c, k]),
-        Some(other) => {
-            return Err(Error::config(format!("--phases takes three ascending epochs, got {other:?}")));
-        }
+        Some(&[m, c, k]) => Some([m, c, k]),
+        Some(other) => return Err(Error::config(format!("--phases takes three epochs, got {other:?}"))),
     };
+    let overrides = Overrides { key_freqs: args.key_freqs, phases };
     check_empty_or_absent(&args.out)?;
     let device = parse_device(&args.device)?;
     let start = std::time::Instant::now();
@@ -263,13 +253,6 @@ fn analyze(args: AnalyzeArgs) -> Result<(), Error> {
         history.checkpoint_epochs.len(),
     );
     check_fits(&format!("analysing p = {}", history.config.task.p), needed, device)?;
-    if let Some(freqs) = &args.key_freqs {
-        let max = history.config.task.p / 2;
-        if let Some(bad) = freqs.iter().find(|&&k| k < 1 || k > max) {
-            return Err(Error::config(format!("--key-freqs: {bad} is not a frequency in 1..={max}")));
-        }
-    }
-    let overrides = Overrides { key_freqs: args.key_freqs, phases };
     let analysis = groklens::analysis::analyze(&history, &overrides, device)?;
     let json = serde_json::to_string_pretty(&analysis).map_err(|e| Error::format(e.to_string()))?;
     std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;

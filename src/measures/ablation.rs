@@ -28,10 +28,12 @@
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
+use super::key_freqs::check_key_freqs;
 use super::{check_all_inputs, f64_cpu, w_logit};
-use crate::error::{Error, Result};
-use crate::fourier::{waves, View};
-use crate::model::{HookedTransformer, LastPosition};
+use crate::error::Result;
+use crate::fourier::{waves, PerView, View};
+use crate::model::HookedTransformer;
+use crate::one_layer::LastPosition;
 use crate::task::{Split, Task};
 
 /// Which waves of s an ablation uses for each key frequency.
@@ -94,7 +96,7 @@ pub struct Ablation {
     train: Tensor,
     train_labels: Tensor,
     labels: Tensor,
-    classes: [SumClasses; 2],
+    classes: PerView<SumClasses>,
 }
 
 /// How many of the inputs `indices` have sum s and label c: `[p, p]` float64.
@@ -111,15 +113,8 @@ pub struct LogitParts {
     train_correct: f64,
     /// The mean logits over all p² inputs: `[p]` float64.
     mean_logits: Tensor,
-    /// Per view (standard, task), Z = A_s W_out W_U: `[p, p]` float64.
-    mlp_by_sum: [Tensor; 2],
-}
-
-fn slot(view: View) -> usize {
-    match view {
-        View::Standard => 0,
-        View::Task => 1,
-    }
+    /// Per view, Z = A_s W_out W_U: `[p, p]` float64.
+    mlp_by_sum: PerView<Tensor>,
 }
 
 impl Ablation {
@@ -127,7 +122,7 @@ impl Ablation {
         split.validate(task.n_pairs())?;
         let labels = task.labels();
         let train = split.train_tensor();
-        let classes = View::BOTH.map(|view| {
+        let classes = PerView::new(|view| {
             let sums = Tensor::from_slice(&view.sums(task));
             let counts = sums.bincount(None::<Tensor>, task.p).to_kind(Kind::Double);
             let train_cells = cell_counts(&sums, &labels, &train, task.p);
@@ -159,7 +154,7 @@ impl Ablation {
             train_correct: correct.mean(Kind::Double).double_value(&[]),
             train_logits,
             mean_logits: logits.to_kind(Kind::Double).mean_dim(0, false, Kind::Double),
-            mlp_by_sum: [by_sum(&self.classes[0]), by_sum(&self.classes[1])],
+            mlp_by_sum: self.classes.map(|_, classes| by_sum(classes)),
         })
     }
 
@@ -176,7 +171,7 @@ impl Ablation {
     pub fn excluded_loss_seed_buggy(&self, parts: &[LogitParts], view: View, key_freqs: &[i64]) -> Result<Vec<f64>> {
         self.check_freqs(key_freqs)?;
         let cosines = self.waves(key_freqs, Projection::CosOnly);
-        let norms_sq = self.classes[slot(view)].counts.matmul(&cosines.square()); // ‖v_k‖² over the inputs
+        let norms_sq = self.classes[view].counts.matmul(&cosines.square()); // ‖v_k‖² over the inputs
         let scale = (norms_sq.reciprocal() * 2.0).where_self(&norms_sq.gt(0.0), &norms_sq.zeros_like());
         let r = (&cosines * scale).matmul(&cosines.tr());
         Ok(parts.iter().map(|part| self.excluded_with(part, view, &r)).collect())
@@ -186,7 +181,7 @@ impl Ablation {
     /// part of the neuron activations kept.
     pub fn restricted_loss(&self, parts: &[LogitParts], dirs: &Directions, subset: Subset) -> Result<Vec<f64>> {
         let r = self.projector(dirs)?;
-        let classes = &self.classes[slot(dirs.view)];
+        let classes = &self.classes[dirs.view];
         let indices = match subset {
             Subset::Train => self.split.train.clone(),
             Subset::Test => self.split.test.clone(),
@@ -199,7 +194,7 @@ impl Ablation {
         Ok(parts
             .iter()
             .map(|part| {
-                let d = r.matmul(&part.mlp_by_sum[slot(dirs.view)]);
+                let d = r.matmul(&part.mlp_by_sum[dirs.view]);
                 let shift = &part.mean_logits - classes.counts.matmul(&d) / (p * p) as f64;
                 let logits = d + shift.unsqueeze(0);
                 let log_probs = logits.log_softmax(-1, Kind::Double);
@@ -211,8 +206,8 @@ impl Ablation {
     /// The float64 `loss_fn` of logits − D[s] on the training inputs, as
     /// mean(logsumexp(logits − D[s])) − mean(correct logit) + mean(D[s, label]).
     fn excluded_with(&self, part: &LogitParts, view: View, r: &Tensor) -> f64 {
-        let classes = &self.classes[slot(view)];
-        let d = r.matmul(&part.mlp_by_sum[slot(view)]);
+        let classes = &self.classes[view];
+        let d = r.matmul(&part.mlp_by_sum[view]);
         let excluded = part.train_logits.to_kind(Kind::Double) - d.index_select(0, &classes.train_sums);
         let log_norm = excluded.logsumexp([1], false).mean(Kind::Double).double_value(&[]);
         let n = classes.train_sums.size()[0] as f64;
@@ -227,7 +222,7 @@ impl Ablation {
             return Ok(Tensor::zeros([p, p], (Kind::Double, Device::Cpu)));
         }
         let phi = self.waves(&dirs.key_freqs, dirs.projection);
-        let gram = phi.tr().matmul(&(&phi * self.classes[slot(dirs.view)].counts.unsqueeze(1)));
+        let gram = phi.tr().matmul(&(&phi * self.classes[dirs.view].counts.unsqueeze(1)));
         Ok(phi.matmul(&gram.linalg_pinv(1e-10, true)).matmul(&phi.tr()))
     }
 
@@ -250,15 +245,7 @@ impl Ablation {
     }
 
     fn check_freqs(&self, key_freqs: &[i64]) -> Result<()> {
-        let n = (self.task.p - 1) / 2;
-        for (i, &k) in key_freqs.iter().enumerate() {
-            if !(1..=n).contains(&k) || key_freqs[..i].contains(&k) {
-                return Err(Error::config(format!(
-                    "key frequency {k} is out of 1..={n} or repeated (key frequencies {key_freqs:?})"
-                )));
-            }
-        }
-        Ok(())
+        check_key_freqs(self.task.p, key_freqs)
     }
 }
 

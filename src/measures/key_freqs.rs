@@ -14,6 +14,7 @@ use serde::Serialize;
 use super::ablation::Directions;
 use super::logits::{random_cube_level, LogitPeriodicity};
 use super::neurons::NeuronFreqNorm;
+use crate::error::{Error, Result};
 use crate::fourier::View;
 
 /// A key-frequency set with the reason for it.
@@ -138,4 +139,18 @@ impl NeuronRule {
         let evidence = sizes.iter().map(|&s| s as f64).collect();
         KeyFreqs { view: freq_norm.view, freqs, rule, threshold: self.min_frac, evidence }
     }
+}
+
+/// Fails unless every key frequency is one of Z_p's, 1..=(p−1)/2, and none repeats.
+pub fn check_key_freqs(p: i64, key_freqs: &[i64]) -> Result<()> {
+    let n = (p - 1) / 2;
+    for (i, &k) in key_freqs.iter().enumerate() {
+        if !(1..=n).contains(&k) {
+            return Err(Error::config(format!("key frequency {k} is not a frequency in 1..={n} (p = {p})")));
+        }
+        if key_freqs[..i].contains(&k) {
+            return Err(Error::config(format!("key frequency {k} is given twice")));
+        }
+    }
+    Ok(())
 }

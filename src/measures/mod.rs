@@ -17,7 +17,7 @@ pub mod weights;
 pub use ablation::{
     excluded_loss, excluded_loss_seed_buggy, restricted_loss, Ablation, Directions, LogitParts, Projection, Subset,
 };
-pub use key_freqs::{KeyFreqs, LogitRule, NeuronRule};
+pub use key_freqs::{check_key_freqs, KeyFreqs, LogitRule, NeuronRule};
 pub use logits::{logit_periodicity, random_cube_cos_sim, random_cube_level, LogitPeriodicity};
 pub use neurons::{neuron_fourier, neuron_freq_norm, NeuronFourier, NeuronFreqNorm};
 pub use over_training::{KeyedSeries, OverTraining, ViewSeries};
@@ -29,12 +29,13 @@ pub use weights::{
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
-use crate::model::{HookedTransformer, LastPosition};
+use crate::model::HookedTransformer;
+use crate::one_layer::{last_position, LastPosition};
 use crate::task::Task;
 
 /// The last position over all p² inputs of `task`, a-major, without gradients.
-pub fn all_inputs(model: &HookedTransformer, task: &Task) -> LastPosition {
-    tch::no_grad(|| model.last_position(&task.dataset().to_device(model.device())))
+pub fn all_inputs(model: &HookedTransformer, task: &Task) -> Result<LastPosition> {
+    tch::no_grad(|| last_position(model, &task.dataset().to_device(model.device())))
 }
 
 /// A float64 CPU copy.

@@ -6,13 +6,8 @@
 //! view the logit periodicity. What it does change (residual, excluded and restricted
 //! loss) is recomputed on demand from small per-checkpoint parts ([`LogitParts`]: the
 //! training logits as float32 and two p × p matrices), so a new key set costs no forward
-//! pass. Memory: about n_checkpoints × n_train × p × 4 bytes (433 MB for the seed's 250
-//! checkpoints), in one tensor per checkpoint.
-//!
-//! Cost (seed size, p = 113, d_mlp 512, 250 checkpoints, this crate's 2-core CPU): about
-//! 0.13 s of CPU per checkpoint, ~90% of it the `last_position` forward; a new key set
-//! about 2 ms per checkpoint. libtorch's intra-op threads spin while they wait, so on a
-//! machine busy with other work `tch::set_num_threads(1)` runs this 2–3× faster.
+//! pass. Memory: about n_checkpoints × n_train × p × 4 bytes, in one tensor per
+//! checkpoint. BENCHMARKS.md has what the pass and a new key set cost.
 
 use serde::Serialize;
 use tch::{Device, Tensor};
@@ -25,12 +20,12 @@ use super::weights::{
 };
 use super::{all_inputs, f64_cpu};
 use crate::error::{Error, Result};
-use crate::fourier::{fourier_basis, View};
+use crate::fourier::{fourier_basis, PerView, View};
+use crate::loss::loss_fn;
 use crate::model::HookedTransformer;
 use crate::phases::{Curve, PhaseCurves};
 use crate::run::Run;
 use crate::task::{Split, Task};
-use crate::train::loss_fn;
 
 /// Per-checkpoint series of one view.
 #[derive(Clone, Debug, Serialize)]
@@ -92,8 +87,7 @@ pub struct OverTraining {
     pub gini_logit_map: Vec<f64>,
     /// Within-class share of the embedding's variance, classes of g.
     pub class_collapse: Vec<f64>,
-    /// Standard view, then task view.
-    pub views: [ViewSeries; 2],
+    pub views: PerView<ViewSeries>,
     #[serde(skip)]
     ablation: Ablation,
     #[serde(skip)]
@@ -118,7 +112,7 @@ impl OverTraining {
     ) -> Result<Self> {
         let basis = fourier_basis(task.p)?;
         let ablation = Ablation::new(task, split)?;
-        let sums = View::BOTH.map(|view| Tensor::from_slice(&view.sums(task)));
+        let sums = PerView::new(|view| Tensor::from_slice(&view.sums(task)));
         let labels = task.labels();
         let (train, test) = (split.train_tensor(), split.test_tensor());
         let mut out = OverTraining {
@@ -131,7 +125,7 @@ impl OverTraining {
             weight_norm: vec![],
             gini_logit_map: vec![],
             class_collapse: vec![],
-            views: View::BOTH.map(|view| ViewSeries {
+            views: PerView::new(|view| ViewSeries {
                 view,
                 coefficients: vec![],
                 cos_sims: vec![],
@@ -145,18 +139,19 @@ impl OverTraining {
         };
         for &epoch in epochs {
             let model = load(epoch)?;
-            let acts = all_inputs(&model, task);
+            let acts = all_inputs(&model, task)?;
             let logits = f64_cpu(&acts.logits);
             out.train_loss
                 .push(loss_fn(&logits.index_select(0, &train), &labels.index_select(0, &train)).double_value(&[]));
             out.test_loss
                 .push(loss_fn(&logits.index_select(0, &test), &labels.index_select(0, &test)).double_value(&[]));
-            out.train_accuracy.push(accuracy(&logits, &labels, &split.train));
-            out.test_accuracy.push(accuracy(&logits, &labels, &split.test));
+            out.train_accuracy.push(accuracy(&logits, &labels, &split.train)?);
+            out.test_accuracy.push(accuracy(&logits, &labels, &split.test)?);
             out.weight_norm.push(weight_norm(&model));
             out.gini_logit_map.push(gini(&logit_map_fourier_norms(&model)?));
             out.class_collapse.push(class_collapse(&model, task)?);
-            for (series, sums) in out.views.iter_mut().zip(&sums) {
+            for (view, series) in out.views.iter_mut() {
+                let sums = &sums[view];
                 let periodicity = periodicity_with(&basis, series.view, sums, &logits)?;
                 series.residual_all.push(periodicity.residual_all());
                 series.coefficients.push(periodicity.coefficients);
@@ -171,7 +166,7 @@ impl OverTraining {
     }
 
     pub fn view(&self, view: View) -> &ViewSeries {
-        &self.views[View::BOTH.iter().position(|&v| v == view).expect("BOTH lists every view")]
+        &self.views[view]
     }
 
     /// ‖L − Σ_{k∈K} α_k C_k‖/‖L‖ per checkpoint.

@@ -63,20 +63,31 @@ pub fn logit_map_fourier_norms(model: &HookedTransformer) -> Result<Vec<f64>> {
 
 /// The total sum of squared weights over every parameter.
 pub fn weight_norm(model: &HookedTransformer) -> f64 {
-    model.named_parameters().iter().map(|(_, t)| t.detach().square().sum(Kind::Double).double_value(&[])).sum()
+    model.named_parameters().map(|(_, t)| t.detach().square().sum(Kind::Double).double_value(&[])).sum()
 }
 
 /// The fraction of `indices` (rows of `logits` and `labels`) whose arg-max logit is the label.
-pub fn accuracy(logits: &Tensor, labels: &Tensor, indices: &[i64]) -> f64 {
+pub fn accuracy(logits: &Tensor, labels: &Tensor, indices: &[i64]) -> Result<f64> {
+    let rows = labels.size().first().copied().unwrap_or(0);
+    if logits.dim() != 2 || labels.dim() != 1 || logits.size()[0] != rows {
+        return Err(Error::config(format!(
+            "accuracy needs logits [rows, classes] and labels [rows], got {:?} and {:?}",
+            logits.size(),
+            labels.size()
+        )));
+    }
+    if let Some(bad) = indices.iter().find(|&&i| i < 0 || i >= rows) {
+        return Err(Error::config(format!("row {bad} is outside the {rows} rows")));
+    }
     if indices.is_empty() {
-        return f64::NAN;
+        return Ok(f64::NAN);
     }
     let correct = logits.argmax(-1, false).eq_tensor(&labels.to_device(logits.device()));
-    correct
+    Ok(correct
         .index_select(0, &Tensor::from_slice(indices).to_device(logits.device()))
         .to_kind(Kind::Double)
         .mean(Kind::Double)
-        .double_value(&[])
+        .double_value(&[]))
 }
 
 /// How the energy of the Fourier-basis embedding F_x W_E[:-1] splits between the

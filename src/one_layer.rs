@@ -1,0 +1,411 @@
+//! The last position of one-layer models, computed from per-token tables: the fast
+//! path that training and the analysis take. It agrees with the plain forward pass of
+//! [`HookedTransformer`] to float32 rounding (`tests/parity.rs`).
+//!
+//! In one layer, what the last position reads from position i depends only on the
+//! token t_i there: its key, its value through W_O, and that value's products with
+//! W_in and W_U. So instead of pushing every input through the weights, build those
+//! tables once per call (d_vocab rows per position and head) and, per input, add up
+//! the rows of its tokens weighted by the attention pattern:
+//!
+//! ```text
+//! score[h, i]  = q_h(t_last) · k_h(i, t_i) / √d_head          a table lookup
+//! resid_mid    = x(last, t_last) + b_O + Σ_{i,h} pattern[h, i] · VO[i, t_i, h]
+//! pre          = resid_mid · W_in + b_in  = base_in(t_last)  + Σ pattern · (VO·W_in)[i, t_i, h]
+//! logits       = resid_mid · W_U + post · (W_out·W_U) + b_out·W_U + b_U
+//! ```
+//!
+//! N models trained together are one [`Stack`] (every parameter with a leading model
+//! axis) and one `embedding_bag` over all their inputs. The tables and what each input
+//! read from them are kept for the hand-written backward pass (`crate::gradient`).
+//!
+//! The summed rows are one flat table `[rows, width]`, all models' together:
+//!
+//! ```text
+//!  row = ((model·n_pos + position)·d_vocab + token)·n_heads + head     VO rows, n·n_pos·d_vocab·n_heads of them
+//!  row = n·n_pos·d_vocab·n_heads + model·d_vocab + last token          base rows, n·d_vocab of them
+//!
+//!  Wide:   | VO·W_in  (d_mlp) | VO·W_U  (d_vocab_out) | VO (d_model) |   base: the last token's own
+//!  Narrow: | VO (d_model) |                                                    x + b_O, with its products
+//! ```
+//!
+//! Each input sums its n_heads·n_pos VO rows weighted by its pattern, plus its base
+//! row once: an input reads n_heads·n_pos + 1 rows.
+
+#![allow(non_snake_case)]
+
+use tch::{Device, Kind, Tensor};
+
+use crate::config::{ActFn, ModelConfig};
+use crate::error::{Error, Result};
+use crate::model::{act, HookedTransformer};
+
+/// N one-layer models of one shape, each parameter stacked on a leading model axis,
+/// by TransformerLens's name in its `named_parameters` order. Not a model: it has no
+/// forward pass of its own, only the tables'.
+pub(crate) struct Stack {
+    pub cfg: ModelConfig,
+    /// Models stacked.
+    pub n: i64,
+    parameters: Vec<(String, Tensor)>,
+}
+
+impl Stack {
+    /// `models` stacked; they must be one-layer models of one shape on one device.
+    pub fn new(models: &[&HookedTransformer]) -> Result<Stack> {
+        let first = models.first().ok_or_else(|| Error::config("no models to stack"))?;
+        let shape = |m: &HookedTransformer| ModelConfig { seed: 0, ..m.cfg.clone() };
+        if first.cfg.n_layers != 1 {
+            return Err(Error::config(format!("the fast path is for one-layer models, not {}", first.cfg.n_layers)));
+        }
+        if let Some(other) = models.iter().find(|m| shape(m) != shape(first) || m.device() != first.device()) {
+            return Err(Error::config(format!(
+                "models stacked together must share a shape and a device: {:?} on {:?} and {:?} on {:?}",
+                shape(first),
+                first.device(),
+                shape(other),
+                other.device()
+            )));
+        }
+        let parameters = (first.named_parameters())
+            .map(|(name, _)| {
+                let each: Vec<&Tensor> =
+                    models.iter().map(|m| m.parameter(name).expect("one shape, one list")).collect();
+                (name.to_string(), Tensor::stack(&each, 0))
+            })
+            .collect();
+        Ok(Stack { cfg: first.cfg.clone(), n: models.len() as i64, parameters })
+    }
+
+    /// A stack whose parameters are `f(name)`, each `[model, …]`, in this stack's order.
+    pub fn with_parameters(&self, mut f: impl FnMut(&str, &Tensor) -> Tensor) -> Stack {
+        let parameters = self.parameters.iter().map(|(name, t)| (name.clone(), f(name, t))).collect();
+        Stack { cfg: self.cfg.clone(), n: self.n, parameters }
+    }
+
+    /// Every parameter `[model, …]`, in TransformerLens's `named_parameters` order.
+    pub fn named_parameters(&self) -> impl Iterator<Item = (&str, &Tensor)> {
+        self.parameters.iter().map(|(n, t)| (n.as_str(), t))
+    }
+
+    /// The stacked parameter of that TransformerLens name (`blocks.0.attn.W_Q`).
+    pub fn get(&self, name: &str) -> &Tensor {
+        self.parameters
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t)
+            .unwrap_or_else(|| panic!("a one-layer model has no parameter `{name}`"))
+    }
+
+    /// Model i, its own copy of its parameters.
+    pub fn model(&self, i: i64) -> HookedTransformer {
+        let state: Vec<(String, Tensor)> = self.parameters.iter().map(|(n, t)| (n.clone(), t.get(i))).collect();
+        HookedTransformer::from_state_dict(&self.cfg, &state, self.device())
+            .expect("a stack's own parameters fit its config")
+    }
+
+    pub fn device(&self) -> Device {
+        self.get("embed.W_E").device()
+    }
+}
+
+/// The summed rows of the tables, and how wide they are (see the module's diagram).
+pub(crate) enum Rows {
+    /// Rows carry their products with W_in and W_U: `[d_mlp + d_vocab_out + d_model]`
+    /// wide. `without_resid_mid` is the same rows less their last d_model columns,
+    /// contiguous, for inputs that need no resid_mid.
+    Wide { rows: Tensor, without_resid_mid: Tensor },
+    /// `[d_model]` wide: inputs multiply their resid_mid by W_in and W_U instead.
+    Narrow { rows: Tensor },
+}
+
+/// The tables of a stack, each tensor with a leading model axis.
+pub(crate) struct Tables {
+    /// Every (position, token) embedding: `[model, pos, vocab, d_model]`.
+    pub x: Tensor,
+    /// The query of every token at the last position: `[model, vocab, head·d_head]`.
+    pub q: Tensor,
+    /// Key and value of every (position, token): `[model, pos·vocab, 2·head·d_head]`,
+    /// keys first.
+    pub kv: Tensor,
+    /// Attention score of (position, key token) for each query token:
+    /// `[model, pos, key token, query token, head]`.
+    scores: Tensor,
+    rows: Rows,
+    /// b_out·W_U + b_U: `[model, 1, d_vocab_out]`.
+    logit_bias: Tensor,
+    /// W_out · W_U: `[model, d_mlp, d_vocab_out]`.
+    pub w_logit: Tensor,
+}
+
+/// What a batch of inputs `[model, batch, pos]` read from the tables.
+pub(crate) struct Read {
+    /// Row of each input's (model, position, token) in model·pos·vocab: `[model, batch, pos]`.
+    pub key_rows: Tensor,
+    /// Row of each input's (model, last token) in model·vocab: `[model, batch]`.
+    pub last_rows: Tensor,
+    /// Row of each input's scores in the score table: `[model, batch, pos]`.
+    pub score_rows: Tensor,
+    /// The last position's attention pattern: `[model, batch, pos, head]`.
+    pub pattern: Tensor,
+    /// MLP activations: `[model, batch, d_mlp]`.
+    pub post: Tensor,
+    /// What the activation's derivative is evaluated at: the MLP input for GELU; for
+    /// ReLU the activations themselves (positive exactly where the input is), which
+    /// overwrite the input.
+    pub derivative_at: Tensor,
+    /// `[model, batch, d_vocab_out]`.
+    pub logits: Tensor,
+    /// `[model, batch, d_model]`, when asked for.
+    pub resid_mid: Option<Tensor>,
+}
+
+impl Read {
+    /// What the first `len` inputs read.
+    pub fn first(&self, len: i64) -> Read {
+        let first = |t: &Tensor| t.narrow(1, 0, len);
+        Read {
+            key_rows: first(&self.key_rows),
+            last_rows: first(&self.last_rows),
+            score_rows: first(&self.score_rows),
+            pattern: first(&self.pattern),
+            derivative_at: first(&self.derivative_at),
+            post: first(&self.post),
+            logits: first(&self.logits),
+            resid_mid: self.resid_mid.as_ref().map(first),
+        }
+    }
+}
+
+/// Where a batch of inputs `[model, batch, pos]` reads in the tables: fixed by the
+/// tokens, so a trainer builds it once.
+pub(crate) struct Lookup {
+    /// Row of each input's (model, position, token) in model·pos·vocab: `[model, batch, pos]`.
+    key_rows: Tensor,
+    /// Row of each input's (model, last token) in model·vocab: `[model, batch]`.
+    last_rows: Tensor,
+    /// Row of each input's (model, position, key token, query token) in the score
+    /// table, per head: `[model, batch, pos]`.
+    score_rows: Tensor,
+    /// Each input's scores in the flat score table: `[model, batch, head, pos]`.
+    score_index: Tensor,
+    /// The rows each input sums: head·pos pattern-weighted ones, then its base row.
+    bag_rows: Tensor,
+    offsets: Tensor,
+    /// The base row's weight, 1: `[model · batch, 1]`.
+    ones: Tensor,
+}
+
+impl Lookup {
+    pub fn new(cfg: &ModelConfig, tokens: &Tensor) -> Lookup {
+        let (n, batch, n_pos) = tokens.size3().expect("tokens are [model, batch, pos]");
+        let (n_heads, n_vocab) = (cfg.n_heads, cfg.d_vocab);
+        let device = tokens.device();
+        let model = Tensor::arange(n, (Kind::Int64, device)).view([n, 1]);
+        let t_last = tokens.select(2, n_pos - 1);
+        let key_rows = (model.unsqueeze(2) * n_pos + Tensor::arange(n_pos, (Kind::Int64, device))) * n_vocab + tokens;
+        let last_rows = model * n_vocab + &t_last;
+        let score_rows = &key_rows * n_vocab + t_last.unsqueeze(2);
+        let heads = Tensor::arange(n_heads, (Kind::Int64, device)).view([n_heads, 1]);
+        let score_index = score_rows.unsqueeze(2) * n_heads + &heads;
+        let head_rows = key_rows.unsqueeze(2) * n_heads + heads; // [model, batch, head, pos]
+        let base_rows = &last_rows + n * n_pos * n_vocab * n_heads;
+        let bag_rows = Tensor::cat(&[head_rows.reshape([n, batch, -1]), base_rows.unsqueeze(2)], 2).flatten(0, 2);
+        let offsets = Tensor::arange(n * batch, (Kind::Int64, device)) * (n_pos * n_heads + 1);
+        let ones = Tensor::ones([n * batch, 1], (Kind::Float, device));
+        Lookup { key_rows, last_rows, score_rows, score_index, bag_rows, offsets, ones }
+    }
+}
+
+/// Inputs per piece when a batch is read from the tables in pieces on the CPU
+/// (BENCHMARKS.md has the measurements behind it).
+const CHUNK: i64 = 2048;
+
+/// Where to cut `len` inputs into pieces on `device`: on the CPU in even pieces of at
+/// most [`CHUNK`] (the gathers and the logits' product then stay in cache), elsewhere
+/// in one piece (fewer kernel launches).
+pub(crate) fn pieces(len: i64, device: Device) -> Vec<(i64, i64)> {
+    let count = if device == Device::Cpu { (len + CHUNK - 1) / CHUNK } else { 1 };
+    let step = ((len + count - 1) / count.max(1)).max(1);
+    (0..len).step_by(step as usize).map(|start| (start, step.min(len - start))).collect()
+}
+
+/// Whether tables on `device` should be [`Rows::Wide`]: on the CPU, where summing 13
+/// wide rows costs less than the products; on a GPU the products are the cheap part.
+pub(crate) fn wide_tables(device: Device) -> bool {
+    device == Device::Cpu
+}
+
+/// `[model, h, d, e]` → `[model, d, h·e]`: the per-head projection as one matrix.
+pub(crate) fn heads_as_columns(w: &Tensor) -> Tensor {
+    let (n, h, d, e) = (w.size()[0], w.size()[1], w.size()[2], w.size()[3]);
+    w.permute([0, 2, 1, 3]).reshape([n, d, h * e])
+}
+
+impl Stack {
+    /// The tables of the stack for inputs of `n_pos` positions, wide or narrow.
+    pub fn tables(&self, n_pos: i64, wide: bool) -> Tables {
+        let cfg = &self.cfg;
+        let (n_heads, d_head, n_vocab, d_model) = (cfg.n_heads, cfg.d_head, cfg.d_vocab, cfg.d_model);
+        let (n, he) = (self.n, n_heads * d_head);
+        let p = |name: &str| self.get(name);
+        let (W_O, b_O) = (p("blocks.0.attn.W_O"), p("blocks.0.attn.b_O"));
+        let (W_in, b_in, W_out, b_out) =
+            (p("blocks.0.mlp.W_in"), p("blocks.0.mlp.b_in"), p("blocks.0.mlp.W_out"), p("blocks.0.mlp.b_out"));
+        let (W_U, b_U) = (p("unembed.W_U"), p("unembed.b_U"));
+        let x = p("embed.W_E").unsqueeze(1) + p("pos_embed.W_pos").narrow(1, 0, n_pos).unsqueeze(2);
+        let x_last = x.select(1, n_pos - 1); // [model, vocab, d_model]
+        let q = x_last.bmm(&heads_as_columns(p("blocks.0.attn.W_Q"))) + p("blocks.0.attn.b_Q").view([n, 1, he]);
+        let w_kv =
+            Tensor::cat(&[heads_as_columns(p("blocks.0.attn.W_K")), heads_as_columns(p("blocks.0.attn.W_V"))], 2);
+        let b_kv = Tensor::cat(&[p("blocks.0.attn.b_K").view([n, 1, he]), p("blocks.0.attn.b_V").view([n, 1, he])], 2);
+        let kv = x.view([n, n_pos * n_vocab, d_model]).bmm(&w_kv) + b_kv; // [model, pos·vocab, 2·he]
+        let k = kv.narrow(2, 0, he).reshape([n, n_pos * n_vocab, n_heads, d_head]).permute([0, 2, 1, 3]);
+        let q_heads = q.view([n, n_vocab, n_heads, d_head]).permute([0, 2, 3, 1]);
+        let scores =
+            k.reshape([n * n_heads, n_pos * n_vocab, d_head]).bmm(&q_heads.reshape([n * n_heads, d_head, n_vocab]))
+                / (d_head as f64).sqrt(); // [model·head, pos·vocab, query token]
+        let scores = scores.view([n, n_heads, n_pos, n_vocab, n_vocab]).permute([0, 2, 3, 4, 1]);
+        // VO per (position, token, head): [model, pos·vocab·head, d_model].
+        let v = kv.narrow(2, he, he).reshape([n, n_pos * n_vocab, n_heads, d_head]);
+        let vo = Tensor::einsum("nthe,nhed->nthd", &[&v, W_O], None::<i64>).reshape([n, -1, d_model]);
+        let resid_base = &x_last + b_O.unsqueeze(1);
+        let logit_bias = b_out.unsqueeze(1).bmm(W_U) + b_U.unsqueeze(1);
+        let stacked = |vo_part: Tensor, base: Tensor| {
+            let width = vo_part.size()[2];
+            Tensor::cat(&[vo_part.view([-1, width]), base.view([-1, width])], 0)
+        };
+        let rows = if wide {
+            let rows = stacked(
+                Tensor::cat(&[vo.bmm(W_in), vo.bmm(W_U), vo], 2),
+                Tensor::cat(
+                    &[resid_base.bmm(W_in) + b_in.unsqueeze(1), resid_base.bmm(W_U) + &logit_bias, resid_base],
+                    2,
+                ),
+            );
+            let without_resid_mid = rows.narrow(1, 0, cfg.d_mlp + cfg.d_vocab_out).contiguous();
+            Rows::Wide { rows, without_resid_mid }
+        } else {
+            Rows::Narrow { rows: stacked(vo, resid_base) }
+        };
+        Tables { scores: scores.contiguous(), rows, logit_bias, w_logit: W_out.bmm(W_U), x, q, kv }
+    }
+
+    /// Reads the inputs of `lookup` from `tables`; `resid_mid` only when asked for.
+    pub fn read_tables(&self, tables: &Tables, lookup: &Lookup, with_resid_mid: bool) -> Read {
+        let (n, batch, _) = lookup.key_rows.size3().expect("key rows are [model, batch, pos]");
+        let (d_mlp, d_out, d_model) = (self.cfg.d_mlp, self.cfg.d_vocab_out, self.cfg.d_model);
+        // The last query sees every position: softmax over all of them, per head.
+        let pattern = tables.scores.take(&lookup.score_index).softmax(-1, Kind::Float); // [model, batch, head, pos]
+        let rows = match (&tables.rows, with_resid_mid) {
+            (Rows::Wide { without_resid_mid, .. }, false) => without_resid_mid,
+            (Rows::Wide { rows, .. } | Rows::Narrow { rows }, _) => rows,
+        };
+        let width = rows.size()[1];
+        // Per input: its pattern-weighted rows, and its base row once.
+        let weights = Tensor::cat(&[pattern.view([n * batch, -1]), lookup.ones.shallow_clone()], 1);
+        let (mixed, _, _, _) = Tensor::embedding_bag(
+            rows,
+            &lookup.bag_rows,
+            &lookup.offsets,
+            false,
+            0, // sum
+            false,
+            Some(weights.flatten(0, 1)),
+            false,
+        );
+        let mixed = mixed.view([n, batch, width]);
+        let (b_in, W_in, W_U) = (self.get("blocks.0.mlp.b_in"), self.get("blocks.0.mlp.W_in"), self.get("unembed.W_U"));
+        let (mut pre, resid_mid) = match tables.rows {
+            Rows::Wide { .. } => {
+                (mixed.narrow(2, 0, d_mlp), with_resid_mid.then(|| mixed.narrow(2, d_mlp + d_out, d_model)))
+            }
+            Rows::Narrow { .. } => {
+                (b_in.unsqueeze(1).baddbmm(&mixed, W_in, 1, 1), with_resid_mid.then(|| mixed.shallow_clone()))
+            }
+        };
+        let (post, derivative_at) = match self.cfg.act_fn {
+            // In place: the MLP input is a fresh tensor or the bag's own columns, and
+            // nothing else reads it.
+            ActFn::Relu => {
+                let post = pre.relu_();
+                (post.shallow_clone(), post)
+            }
+            ActFn::Gelu => (act(ActFn::Gelu, &pre), pre),
+        };
+        let logits = match tables.rows {
+            Rows::Wide { .. } => mixed.narrow(2, d_mlp, d_out).baddbmm(&post, &tables.w_logit, 1, 1),
+            Rows::Narrow { .. } => tables.logit_bias.baddbmm(&mixed, W_U, 1, 1).baddbmm(&post, &tables.w_logit, 1, 1),
+        };
+        Read {
+            key_rows: lookup.key_rows.shallow_clone(),
+            last_rows: lookup.last_rows.shallow_clone(),
+            score_rows: lookup.score_rows.shallow_clone(),
+            pattern: pattern.permute([0, 1, 3, 2]),
+            post,
+            derivative_at,
+            logits,
+            resid_mid,
+        }
+    }
+}
+
+/// What the last position computes, for a batch of inputs.
+pub struct LastPosition {
+    /// `blocks.0.hook_resid_mid` at the last position: `[batch, d_model]`.
+    pub resid_mid: Tensor,
+    /// `blocks.0.mlp.hook_post` at the last position: `[batch, d_mlp]`.
+    pub mlp_post: Tensor,
+    /// `[batch, d_vocab_out]`.
+    pub logits: Tensor,
+}
+
+/// The last position of a one-layer `model` for inputs `[batch, pos]`: the same
+/// numbers as its forward pass at that position, from the tables (any depth: through
+/// the forward pass).
+pub fn last_position(model: &HookedTransformer, tokens: &Tensor) -> Result<LastPosition> {
+    model.check_tokens(tokens)?;
+    if model.cfg.n_layers != 1 {
+        let (logits, cache) = model.run_with_cache(tokens)?;
+        let last = |name: &str| cache.require(name).map(|t| t.select(1, -1));
+        let layer = model.cfg.n_layers - 1;
+        return Ok(LastPosition {
+            resid_mid: last(&format!("blocks.{layer}.hook_resid_mid"))?,
+            mlp_post: last(&format!("blocks.{layer}.mlp.hook_post"))?,
+            logits: logits.select(1, -1),
+        });
+    }
+    let (logits, mlp_post, resid_mid) = read_all(model, tokens, true)?;
+    Ok(LastPosition { resid_mid: resid_mid.expect("asked for"), mlp_post, logits })
+}
+
+/// The logits at the last position, `[batch, d_vocab_out]`: what the seed's loss
+/// reads, the same numbers as `forward(tokens)` at that position.
+pub fn last_logits(model: &HookedTransformer, tokens: &Tensor) -> Result<Tensor> {
+    if model.cfg.n_layers != 1 {
+        return Ok(model.forward(tokens)?.select(1, -1));
+    }
+    model.check_tokens(tokens)?;
+    Ok(read_all(model, tokens, false)?.0)
+}
+
+/// Logits, MLP activations and (when asked for) resid_mid at the last position of a
+/// one-layer model, read from its tables in pieces.
+fn read_all(
+    model: &HookedTransformer,
+    tokens: &Tensor,
+    with_resid_mid: bool,
+) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+    let stack = Stack::new(&[model])?;
+    let tokens = tokens.unsqueeze(0);
+    let tables = stack.tables(tokens.size()[2], wide_tables(tokens.device()));
+    let reads: Vec<Read> = pieces(tokens.size()[1], tokens.device())
+        .into_iter()
+        .map(|(start, len)| {
+            stack.read_tables(&tables, &Lookup::new(&stack.cfg, &tokens.narrow(1, start, len)), with_resid_mid)
+        })
+        .collect();
+    let cat = |f: &dyn Fn(&Read) -> &Tensor| Tensor::cat(&reads.iter().map(f).collect::<Vec<_>>(), 1).squeeze_dim(0);
+    let resid_mid = with_resid_mid.then(|| cat(&|r| r.resid_mid.as_ref().expect("asked for")));
+    Ok((cat(&|r| &r.logits), cat(&|r| &r.post), resid_mid))
+}

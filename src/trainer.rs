@@ -1,0 +1,261 @@
+//! N one-layer runs trained together, one epoch at a time: the seed's full-batch
+//! AdamW step, computed over the per-token tables with a hand-written backward pass.
+
+use tch::{Device, Kind, Tensor};
+
+use crate::adamw::{AdamW, AdamWState};
+use crate::batches::Batches;
+use crate::config::{ModelConfig, RunConfig};
+use crate::cuda_graph::GpuEpochs;
+use crate::error::{Error, Result};
+use crate::gradient::weight_gradients;
+use crate::heap;
+use crate::loss::logit_gradient;
+use crate::model::{is_weight_name, HookedTransformer};
+use crate::one_layer::{wide_tables, Read, Stack, Tables};
+use crate::task::Split;
+
+/// N one-layer models trained together as one stacked computation (N may be 1):
+/// their weights stacked on a leading model axis, their optimizer and their data.
+/// Each model's losses and updates are its own; only the arithmetic is shared.
+///
+/// An epoch is one forward pass over the training and test rows together, a
+/// hand-written backward pass ([`crate::gradient`]) and one AdamW step over a single
+/// flat tensor holding every trainable weight: a fixed number of kernels, and no wait
+/// for the device.
+///
+/// Process-wide effects: on the CPU a trainer makes the C heap keep freed blocks for
+/// the rest of the process ([`crate::heap`]); on a GPU it makes a side stream current
+/// for the creating thread while it lives ([`crate::cuda_graph`]).
+pub struct Trainer {
+    /// The stack; its weights `W_*` are views into `weights`.
+    stack: Stack,
+    /// Every trainable weight of every model: `[model, Σ weight sizes]`.
+    weights: Tensor,
+    /// Each trainable weight's name and one model's shape, in the order of `weights`' columns.
+    layout: Vec<(String, Vec<i64>)>,
+    optimizer: AdamW,
+    batches: Batches,
+    /// On a GPU: how epochs run there.
+    gpu: Option<GpuEpochs>,
+}
+
+impl Trainer {
+    /// One run.
+    pub fn new(cfg: &RunConfig, model: &HookedTransformer, split: &Split) -> Result<Self> {
+        Self::stacked(&[(cfg, model, split)])
+    }
+
+    /// Several runs of one model shape, number of epochs, betas and p, each with its
+    /// own initial weights, task terms, split, lr and weight decay.
+    pub fn stacked(runs: &[(&RunConfig, &HookedTransformer, &Split)]) -> Result<Self> {
+        let (first, _, _) = runs.first().ok_or_else(|| Error::config("no runs to train"))?;
+        for (cfg, model, _) in runs {
+            cfg.validate()?;
+            let shape = |c: &RunConfig| {
+                (
+                    ModelConfig { seed: 0, ..c.model.clone() },
+                    c.task.p,
+                    c.train.num_epochs,
+                    c.train.checkpoint_every,
+                    c.train.betas,
+                )
+            };
+            if shape(cfg) != shape(first) {
+                return Err(Error::config(
+                    "runs trained together must share the model shape, p, epochs, checkpoint interval and betas",
+                ));
+            }
+            if model.cfg != cfg.model {
+                return Err(Error::config("each run's model must be of its config"));
+            }
+        }
+        let stack = Stack::new(&runs.iter().map(|(_, m, _)| *m).collect::<Vec<_>>())?;
+        let device = stack.device();
+        if device == Device::Cpu {
+            heap::keep_freed_blocks();
+        }
+        let gpu = match device {
+            Device::Cuda(index) => Some(GpuEpochs::new(index)?),
+            _ => None,
+        };
+        let n = stack.n;
+        let trainable: Vec<(&str, &Tensor)> =
+            stack.named_parameters().filter(|(name, _)| is_weight_name(name)).collect();
+        let weights = flat_per_model(trainable.iter().map(|(_, t)| *t), n).detach();
+        let layout: Vec<(String, Vec<i64>)> =
+            trainable.iter().map(|(name, t)| (name.to_string(), t.size()[1..].to_vec())).collect();
+        let mut offset = 0;
+        let stack = stack.with_parameters(|name, t| {
+            if !is_weight_name(name) {
+                return t.detach();
+            }
+            let size = t.numel() as i64 / n;
+            offset += size;
+            weights.narrow(1, offset - size, size).view(t.size().as_slice())
+        });
+        let lr: Vec<f64> = runs.iter().map(|(c, _, _)| c.train.lr).collect();
+        let wd: Vec<f64> = runs.iter().map(|(c, _, _)| c.train.weight_decay).collect();
+        let optimizer = AdamW::new(vec![weights.shallow_clone()], &lr, &wd, first.train.betas)?;
+        let data: Vec<(&RunConfig, &Split)> = runs.iter().map(|(c, _, s)| (*c, *s)).collect();
+        let batches = Batches::new(&data, device);
+        Ok(Trainer { stack, weights, layout, optimizer, batches, gpu })
+    }
+
+    /// One epoch of every model: the forward pass, then one AdamW step. Returns the
+    /// losses of the weights before the step, `[model, 2]` float64 (train, test), on the
+    /// training device: reading them waits for the device.
+    pub fn step(&mut self) -> Result<Tensor> {
+        let Trainer { stack, weights, layout, optimizer, batches, gpu } = self;
+        let mut eager = || eager_step(stack, weights, layout, optimizer, batches);
+        match gpu {
+            Some(gpu) => gpu.step(eager),
+            None => Ok(eager()),
+        }
+    }
+
+    /// The losses of the weights as they are now, `[model, 2]` (train, test).
+    pub fn losses(&self) -> Tensor {
+        forward(&self.stack, &self.batches).losses
+    }
+
+    /// `epochs` epochs of every model, with their losses as the seed records them:
+    /// per epoch and model, the train loss before the step and the test loss after it.
+    pub fn train_epochs(&mut self, epochs: i64) -> Result<Vec<Vec<(f64, f64)>>> {
+        let mut records = Vec::new();
+        let mut train_before: Option<Tensor> = None;
+        for _ in 0..epochs {
+            let losses = self.step()?;
+            if let Some(train) = train_before.take() {
+                records.push(Tensor::stack(&[train, losses.select(1, 1)], 1));
+            }
+            train_before = Some(losses.select(1, 0));
+        }
+        if let Some(train) = train_before {
+            records.push(Tensor::stack(&[train, self.losses().select(1, 1)], 1));
+        }
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = self.stack.n as usize;
+        let values = Vec::<f64>::try_from(&Tensor::stack(&records, 0).to_device(Device::Cpu).flatten(0, -1))?;
+        Ok(values.chunks_exact(2 * n).map(|epoch| epoch.chunks_exact(2).map(|l| (l[0], l[1])).collect()).collect())
+    }
+
+    /// Model i as it is now (a copy of its weights, on the training device).
+    pub fn model(&self, i: usize) -> HookedTransformer {
+        self.stack.model(i as i64)
+    }
+
+    /// Model i's optimizer state as it is now (copies, on the CPU).
+    pub fn optimizer_state(&self, i: usize) -> AdamWState {
+        let (exp_avg, exp_avg_sq) = self.optimizer.moments();
+        let (exp_avg, exp_avg_sq) = (exp_avg[0].get(i as i64), exp_avg_sq[0].get(i as i64));
+        let mut offset = 0;
+        let moments = (self.layout.iter())
+            .map(|(name, shape)| {
+                let (start, size) = (offset, shape.iter().product::<i64>());
+                offset += size;
+                let part = |t: &Tensor| t.narrow(0, start, size).view(shape.as_slice()).to_device(Device::Cpu).copy();
+                (name.clone(), part(&exp_avg), part(&exp_avg_sq))
+            })
+            .collect();
+        AdamWState { step: self.optimizer.steps(), moments }
+    }
+
+    /// Continues from each model's optimizer state (one per model, all at one step
+    /// count), as [`Trainer::optimizer_state`] gives them or a run folder keeps them.
+    pub fn set_optimizer_state(&mut self, states: &[&AdamWState]) -> Result<()> {
+        let n = self.stack.n;
+        if states.len() as i64 != n {
+            return Err(Error::config(format!("{} optimizer states for {n} models", states.len())));
+        }
+        let step = states[0].step;
+        if let Some(other) = states.iter().find(|s| s.step != step) {
+            return Err(Error::config(format!(
+                "models trained together must be at one step, got {step} and {}",
+                other.step
+            )));
+        }
+        let mut flat = [vec![], vec![]];
+        for state in states {
+            if let Some((extra, _, _)) = state.moments.iter().find(|(n, _, _)| !self.layout.iter().any(|(m, _)| m == n))
+            {
+                return Err(Error::format(format!("optimizer state has moments of `{extra}`, not a trainable weight")));
+            }
+            for (name, shape) in &self.layout {
+                let (_, avg, avg_sq) = (state.moments.iter().find(|(n, _, _)| n == name))
+                    .ok_or_else(|| Error::format(format!("optimizer state has no moments of `{name}`")))?;
+                for (moments, t) in flat.iter_mut().zip([avg, avg_sq]) {
+                    if t.size() != *shape || t.kind() != Kind::Float {
+                        return Err(Error::format(format!(
+                            "optimizer moment of `{name}` is {:?} {:?}, expected {shape:?} Float",
+                            t.kind(),
+                            t.size()
+                        )));
+                    }
+                    moments.push(t.reshape([-1]));
+                }
+            }
+        }
+        let device = self.weights.device();
+        let [avg, avg_sq] = flat.map(|parts| Tensor::cat(&parts, 0).view([n, -1]).to_device(device));
+        self.optimizer.set_state(vec![avg], vec![avg_sq], step)
+    }
+}
+
+/// [`Trainer::step`], each kernel launched as it comes.
+fn eager_step(
+    stack: &Stack,
+    weights: &Tensor,
+    layout: &[(String, Vec<i64>)],
+    optimizer: &mut AdamW,
+    b: &Batches,
+) -> Tensor {
+    let pass = forward(stack, b);
+    let d_logits = logit_gradient(&pass.train_log_probs, &b.train_labels, &b.train_weights);
+    let grads = weight_gradients(stack, &pass.tables, &pass.train, &d_logits);
+    let ordered = layout.iter().map(|(name, _)| {
+        let (_, grad) = grads.iter().find(|(n, _)| n == name).expect("a gradient for every trainable weight");
+        grad
+    });
+    optimizer.step(&[flat_per_model(ordered, weights.size()[0])]).expect("one gradient for the one flat tensor");
+    pass.losses
+}
+
+/// Tensors `[model, …]` of `n` models as one `[model, Σ sizes]`: each model's row its
+/// tensors flattened, in order (the layout of [`Trainer`]'s `weights`).
+fn flat_per_model<'a>(tensors: impl IntoIterator<Item = &'a Tensor>, n: i64) -> Tensor {
+    Tensor::cat(&tensors.into_iter().map(|t| t.reshape([n, -1])).collect::<Vec<_>>(), 1)
+}
+
+/// One forward pass of every run over all its rows, with what the backward pass needs.
+struct Pass {
+    tables: Tables,
+    /// What the training rows read from the tables, with resid_mid.
+    train: Read,
+    /// Their float64 log-probabilities.
+    train_log_probs: Tensor,
+    /// Each run's train and test loss: `[model, 2]` float64.
+    losses: Tensor,
+}
+
+/// The forward pass of `stack` over all of `batches`, piece by piece.
+fn forward(stack: &Stack, batches: &Batches) -> Pass {
+    let n_train = batches.n_train;
+    let tables = stack.tables(batches.n_pos, wide_tables(stack.device()));
+    let mut nll = vec![];
+    let mut train = None;
+    for piece in &batches.pieces {
+        let read = stack.read_tables(&tables, &piece.lookup, piece.with_resid_mid);
+        let log_probs = read.logits.to_kind(Kind::Double).log_softmax(-1, Kind::Double);
+        let labels = batches.labels.narrow(1, piece.start, piece.len).unsqueeze(-1);
+        nll.push(-log_probs.gather(-1, &labels, false).squeeze_dim(-1));
+        if piece.start == 0 {
+            train = Some((read.first(n_train), log_probs.narrow(1, 0, n_train)));
+        }
+    }
+    let (train, train_log_probs) = train.expect("the training rows come first");
+    let losses = Tensor::cat(&nll, 1).unsqueeze(1).bmm(&batches.loss_weights).squeeze_dim(1);
+    Pass { tables, train, train_log_probs, losses }
+}
