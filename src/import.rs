@@ -54,7 +54,7 @@ impl History {
 /// hold no task); a safetensors file gets the seed's split and no losses.
 pub fn read_history(input: &Path, task: Task) -> Result<History> {
     if input.is_dir() {
-        let Run { dir, config, split, train_losses, test_losses, checkpoint_epochs } = Run::load(input)?;
+        let Run { dir, config, split, train_losses, test_losses, by_cell: _, checkpoint_epochs } = Run::load(input)?;
         return Ok(History {
             config,
             split,

@@ -12,6 +12,7 @@ pub mod adamw;
 pub mod analysis;
 mod batches;
 pub mod config;
+pub mod coverage;
 mod cuda_graph;
 pub mod device;
 pub mod error;

@@ -4,7 +4,8 @@
 //! config.json                      the RunConfig (task, model, training)
 //! split.json                       {"train": [...], "test": [...]} indices into the p² pairs
 //! init.safetensors                 the initial weights
-//! losses.csv                       epoch,train_loss,test_loss (up to the last checkpoint)
+//! losses.csv                       epoch,train_loss,test_loss, then the test loss and accuracy
+//!                                  on seen and on unseen cells (crate::coverage), up to the last checkpoint
 //! checkpoints/epoch_000099.safetensors   TransformerLens state dicts
 //! optimizer/epoch_000099.safetensors     AdamW's moments and step after that epoch
 //! ```
@@ -25,6 +26,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::adamw::AdamWState;
 use crate::config::RunConfig;
+use crate::coverage::CellCurves;
 use crate::error::{Error, Result};
 use crate::model::HookedTransformer;
 use crate::task::Split;
@@ -46,6 +48,9 @@ pub struct Run {
     pub split: Split,
     pub train_losses: Vec<f64>,
     pub test_losses: Vec<f64>,
+    /// Per epoch, on the test pairs of seen and of unseen cells (empty for a run
+    /// recorded without them).
+    pub by_cell: CellCurves,
     /// The epochs (0-based, as the seed counts) that have a checkpoint, ascending.
     pub checkpoint_epochs: Vec<i64>,
 }
@@ -63,9 +68,9 @@ impl Run {
         split
             .validate(config.task.n_pairs())
             .map_err(|e| Error::format(format!("{}: {e}", dir.join(SPLIT).display())))?;
-        let (train_losses, test_losses) = read_losses(&dir.join(LOSSES))?;
+        let (train_losses, test_losses, by_cell) = read_losses(&dir.join(LOSSES))?;
         let checkpoint_epochs = list_epochs(&dir.join(CHECKPOINTS))?;
-        Ok(Run { dir, config, split, train_losses, test_losses, checkpoint_epochs })
+        Ok(Run { dir, config, split, train_losses, test_losses, by_cell, checkpoint_epochs })
     }
 
     /// The model saved at a checkpoint epoch.
@@ -117,11 +122,17 @@ impl Run {
             })
             .map_err(|e| Error::format(format!("{}: {e}", path.display())))?;
         let kept = epoch as usize + 1;
+        // A run recorded without the cell curves continues with NaN for the epochs before.
+        let mut by_cell = CellCurves::default();
+        for e in 0..kept {
+            by_cell.push(if e < self.by_cell.len() { self.by_cell.at(e) } else { [f64::NAN; 4] });
+        }
         Ok(Resume {
             model: self.checkpoint(epoch, device)?,
             optimizer,
             train_losses: self.train_losses[..kept].to_vec(),
             test_losses: self.test_losses[..kept].to_vec(),
+            by_cell,
         })
     }
 }
@@ -223,7 +234,10 @@ impl RunWriter {
         }
         let kept = epoch.map_or(0, |e| e as usize + 1);
         let writer = RunWriter { dir };
-        writer.write_atomic(LOSSES, |path| write_losses(path, &run.train_losses[..kept], &run.test_losses[..kept]))?;
+        let by_cell = run.by_cell.first(kept);
+        writer.write_atomic(LOSSES, |path| {
+            write_losses(path, &run.train_losses[..kept], &run.test_losses[..kept], &by_cell)
+        })?;
         Ok(writer)
     }
 
@@ -338,7 +352,7 @@ impl Observer for RunWriter {
         fs::create_dir_all(&optimizer).map_err(|e| Error::io(&optimizer, e))?;
         let name = |folder| epoch_path(Path::new(""), folder, c.epoch).to_string_lossy().into_owned();
         self.write_atomic(&name(CHECKPOINTS), |path| write_state_dict(path, c.model))?;
-        self.write_atomic(LOSSES, |path| write_losses(path, c.train_losses, c.test_losses))?;
+        self.write_atomic(LOSSES, |path| write_losses(path, c.train_losses, c.test_losses, c.by_cell))?;
         self.write_atomic(&name(OPTIMIZER), |path| write_optimizer_state(path, c.optimizer))
     }
 
@@ -443,36 +457,65 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     serde_json::from_str(&text).map_err(|e| Error::format(format!("{}: {e}", path.display())))
 }
 
-fn write_losses(path: &Path, train: &[f64], test: &[f64]) -> Result<()> {
-    let mut text = String::from("epoch,train_loss,test_loss\n");
+/// losses.csv's header: the seed's columns, then [`CellCurves`]'s.
+const LOSS_COLUMNS: [&str; 7] =
+    ["epoch", "train_loss", "test_loss", "test_loss_seen", "test_loss_unseen", "test_acc_seen", "test_acc_unseen"];
+
+fn write_losses(path: &Path, train: &[f64], test: &[f64], by_cell: &CellCurves) -> Result<()> {
+    let columns = if by_cell.is_empty() { 3 } else { LOSS_COLUMNS.len() };
+    let mut text = LOSS_COLUMNS[..columns].join(",") + "\n";
     for (epoch, (tr, te)) in train.iter().zip(test).enumerate() {
-        text.push_str(&format!("{epoch},{tr},{te}\n"));
+        text.push_str(&format!("{epoch},{tr},{te}"));
+        if columns > 3 {
+            for v in by_cell.at(epoch) {
+                text.push_str(&format!(",{v}"));
+            }
+        }
+        text.push('\n');
     }
     fs::write(path, text).map_err(|e| Error::io(path, e))
 }
 
-fn read_losses(path: &Path) -> Result<(Vec<f64>, Vec<f64>)> {
-    let (mut train, mut test) = (Vec::new(), Vec::new());
+/// Reads losses.csv: the seed's three columns, or those and [`CellCurves`]'s four.
+fn read_losses(path: &Path) -> Result<(Vec<f64>, Vec<f64>, CellCurves)> {
+    let (mut train, mut test, mut by_cell) = (Vec::new(), Vec::new(), CellCurves::default());
     let text = match fs::read_to_string(path) {
         Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((train, test)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((train, test, by_cell)),
         Err(e) => return Err(Error::io(path, e)),
     };
     let mut lines = text.lines();
-    if lines.next() != Some("epoch,train_loss,test_loss") {
-        return Err(Error::format(format!("{}: header must be epoch,train_loss,test_loss", path.display())));
-    }
+    let header = lines.next().unwrap_or_default();
+    let columns = (3..=LOSS_COLUMNS.len()).rev().find(|&n| header == LOSS_COLUMNS[..n].join(","));
+    let columns = match columns {
+        Some(n @ (3 | 7)) => n,
+        _ => {
+            return Err(Error::format(format!(
+                "{}: header must be {} or {}",
+                path.display(),
+                LOSS_COLUMNS[..3].join(","),
+                LOSS_COLUMNS.join(",")
+            )))
+        }
+    };
     for (i, line) in lines.enumerate() {
-        let bad = || Error::format(format!("{}: line {} is not `epoch,train_loss,test_loss`", path.display(), i + 2));
-        let mut fields = line.split(',');
-        let epoch: usize = fields.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
-        let tr: f64 = fields.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
-        let te: f64 = fields.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
-        if epoch != i || fields.next().is_some() {
+        let bad = || {
+            Error::format(format!(
+                "{}: line {} is not {columns} numbers starting with its epoch",
+                path.display(),
+                i + 2
+            ))
+        };
+        let fields: Vec<&str> = line.split(',').collect();
+        if fields.len() != columns || fields[0].parse::<usize>().ok() != Some(i) {
             return Err(bad());
         }
-        train.push(tr);
-        test.push(te);
+        let values = fields[1..].iter().map(|f| f.parse::<f64>().map_err(|_| bad())).collect::<Result<Vec<f64>>>()?;
+        train.push(values[0]);
+        test.push(values[1]);
+        if columns == 7 {
+            by_cell.push([values[2], values[3], values[4], values[5]]);
+        }
     }
-    Ok((train, test))
+    Ok((train, test, by_cell))
 }

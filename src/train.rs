@@ -6,6 +6,7 @@
 
 use crate::adamw::AdamWState;
 use crate::config::RunConfig;
+use crate::coverage::CellCurves;
 use crate::error::{Error, Result};
 use crate::model::HookedTransformer;
 use crate::progress::Progress;
@@ -20,6 +21,7 @@ pub struct Checkpoint<'a> {
     pub optimizer: &'a AdamWState,
     pub train_losses: &'a [f64],
     pub test_losses: &'a [f64],
+    pub by_cell: &'a CellCurves,
 }
 
 /// What a training run reports as it goes.
@@ -41,13 +43,14 @@ pub struct Resume {
     pub optimizer: AdamWState,
     pub train_losses: Vec<f64>,
     pub test_losses: Vec<f64>,
+    pub by_cell: CellCurves,
 }
 
 impl Resume {
     /// The start of a run: its initial model, no steps taken.
     pub fn start(model: HookedTransformer) -> Self {
         let optimizer = AdamWState::initial(&model);
-        Resume { model, optimizer, train_losses: Vec::new(), test_losses: Vec::new() }
+        Resume { model, optimizer, train_losses: Vec::new(), test_losses: Vec::new(), by_cell: CellCurves::default() }
     }
 
     /// Epochs done.
@@ -97,22 +100,24 @@ pub fn train_stacked(
     let mut trainer = Trainer::stacked(&stack)?;
     trainer.set_optimizer_state(&runs.iter().map(|(_, _, r)| &r.optimizer).collect::<Vec<_>>())?;
     let t = &first.train;
-    let mut losses: Vec<_> = runs.iter().map(|(_, _, r)| (r.train_losses.clone(), r.test_losses.clone())).collect();
+    let mut losses: Vec<_> =
+        runs.iter().map(|(_, _, r)| (r.train_losses.clone(), r.test_losses.clone(), r.by_cell.clone())).collect();
     let progress = Progress::new(t.num_epochs as u64, done as u64);
     // Between checkpoints the losses stay on the device: no wait per epoch.
     while done < t.num_epochs {
         let epochs = (t.checkpoint_every - done % t.checkpoint_every).min(t.num_epochs - done);
         for epoch in trainer.train_epochs(epochs)? {
-            for ((train, test), (tr, te)) in losses.iter_mut().zip(epoch) {
-                train.push(tr);
-                test.push(te);
+            for ((train, test, by_cell), e) in losses.iter_mut().zip(epoch) {
+                train.push(e.train_loss);
+                test.push(e.test_loss);
+                by_cell.push(e.by_cell);
             }
         }
         done += epochs;
         progress.tick(done);
-        let now: Vec<(f64, f64)> = losses.iter().map(|(tr, te)| (tr[tr.len() - 1], te[te.len() - 1])).collect();
+        let now: Vec<(f64, f64)> = losses.iter().map(|(tr, te, _)| (tr[tr.len() - 1], te[te.len() - 1])).collect();
         progress.checkpoint(done - 1, &now);
-        for (i, (observer, (train, test))) in observers.iter_mut().zip(&losses).enumerate() {
+        for (i, (observer, (train, test, by_cell))) in observers.iter_mut().zip(&losses).enumerate() {
             let (model, optimizer) = (trainer.model(i), trainer.optimizer_state(i));
             let checkpoint = Checkpoint {
                 epoch: done - 1,
@@ -120,6 +125,7 @@ pub fn train_stacked(
                 optimizer: &optimizer,
                 train_losses: train,
                 test_losses: test,
+                by_cell,
             };
             observer.checkpoint(&checkpoint)?;
         }
@@ -128,5 +134,5 @@ pub fn train_stacked(
         }
     }
     progress.finish();
-    Ok(losses.into_iter().enumerate().map(|(i, (train, test))| (trainer.model(i), train, test)).collect())
+    Ok(losses.into_iter().enumerate().map(|(i, (train, test, _))| (trainer.model(i), train, test)).collect())
 }

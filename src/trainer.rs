@@ -103,8 +103,9 @@ impl Trainer {
     }
 
     /// One epoch of every model: the forward pass, then one AdamW step. Returns the
-    /// losses of the weights before the step, `[model, 2]` float64 (train, test), on the
-    /// training device: reading them waits for the device.
+    /// measures of the weights before the step, `[model, 6]` float64 (train loss, test
+    /// loss, then the test loss on seen and on unseen cells and the accuracy on each), on
+    /// the training device: reading them waits for the device.
     pub fn step(&mut self) -> Result<Tensor> {
         let Trainer { stack, weights, layout, optimizer, batches, gpu } = self;
         let mut eager = || eager_step(stack, weights, layout, optimizer, batches);
@@ -114,32 +115,33 @@ impl Trainer {
         }
     }
 
-    /// The losses of the weights as they are now, `[model, 2]` (train, test).
+    /// The measures of the weights as they are now, `[model, 6]` as [`Trainer::step`]'s.
     pub fn losses(&self) -> Tensor {
-        forward(&self.stack, &self.batches).losses
+        forward(&self.stack, &self.batches).measures
     }
 
-    /// `epochs` epochs of every model, with their losses as the seed records them:
-    /// per epoch and model, the train loss before the step and the test loss after it.
-    pub fn train_epochs(&mut self, epochs: i64) -> Result<Vec<Vec<(f64, f64)>>> {
+    /// `epochs` epochs of every model, recorded as the seed records them: per epoch and
+    /// model, the train loss before the step and the test measures after it.
+    pub fn train_epochs(&mut self, epochs: i64) -> Result<Vec<Vec<Epoch>>> {
         let mut records = Vec::new();
         let mut train_before: Option<Tensor> = None;
         for _ in 0..epochs {
-            let losses = self.step()?;
+            let measures = self.step()?;
             if let Some(train) = train_before.take() {
-                records.push(Tensor::stack(&[train, losses.select(1, 1)], 1));
+                records.push(Tensor::cat(&[train, measures.narrow(1, 1, 5)], 1));
             }
-            train_before = Some(losses.select(1, 0));
+            train_before = Some(measures.narrow(1, 0, 1));
         }
         if let Some(train) = train_before {
-            records.push(Tensor::stack(&[train, self.losses().select(1, 1)], 1));
+            records.push(Tensor::cat(&[train, self.losses().narrow(1, 1, 5)], 1));
         }
         if records.is_empty() {
             return Ok(Vec::new());
         }
         let n = self.stack.n as usize;
         let values = Vec::<f64>::try_from(&Tensor::stack(&records, 0).to_device(Device::Cpu).flatten(0, -1))?;
-        Ok(values.chunks_exact(2 * n).map(|epoch| epoch.chunks_exact(2).map(|l| (l[0], l[1])).collect()).collect())
+        let epoch = |v: &[f64]| Epoch { train_loss: v[0], test_loss: v[1], by_cell: [v[2], v[3], v[4], v[5]] };
+        Ok(values.chunks_exact(6 * n).map(|models| models.chunks_exact(6).map(epoch).collect()).collect())
     }
 
     /// Model i as it is now (a copy of its weights, on the training device).
@@ -204,6 +206,16 @@ impl Trainer {
     }
 }
 
+/// One epoch of one run, as the seed records it: the train loss before the epoch's
+/// step; after it, the test loss, and the test loss on the test pairs of seen cells and
+/// of unseen cells and the accuracy on each, in [`crate::coverage::CellCurves`]'s order.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Epoch {
+    pub train_loss: f64,
+    pub test_loss: f64,
+    pub by_cell: [f64; 4],
+}
+
 /// [`Trainer::step`], each kernel launched as it comes.
 fn eager_step(
     stack: &Stack,
@@ -220,7 +232,7 @@ fn eager_step(
         grad
     });
     optimizer.step(&[flat_per_model(ordered, weights.size()[0])]).expect("one gradient for the one flat tensor");
-    pass.losses
+    pass.measures
 }
 
 /// Tensors `[model, …]` of `n` models as one `[model, Σ sizes]`: each model's row its
@@ -236,26 +248,31 @@ struct Pass {
     train: Read,
     /// Their float64 log-probabilities.
     train_log_probs: Tensor,
-    /// Each run's train and test loss: `[model, 2]` float64.
-    losses: Tensor,
+    /// Each run's measures: `[model, 6]` float64, as [`Trainer::step`] returns them.
+    measures: Tensor,
 }
 
 /// The forward pass of `stack` over all of `batches`, piece by piece.
 fn forward(stack: &Stack, batches: &Batches) -> Pass {
     let n_train = batches.n_train;
     let tables = stack.tables(batches.n_pos, wide_tables(stack.device()));
-    let mut nll = vec![];
+    let (mut nll, mut correct) = (vec![], vec![]);
     let mut train = None;
     for piece in &batches.pieces {
         let read = stack.read_tables(&tables, &piece.lookup, piece.with_resid_mid);
         let log_probs = read.logits.to_kind(Kind::Double).log_softmax(-1, Kind::Double);
-        let labels = batches.labels.narrow(1, piece.start, piece.len).unsqueeze(-1);
-        nll.push(-log_probs.gather(-1, &labels, false).squeeze_dim(-1));
+        let labels = batches.labels.narrow(1, piece.start, piece.len);
+        nll.push(-log_probs.gather(-1, &labels.unsqueeze(-1), false).squeeze_dim(-1));
+        correct.push(read.logits.argmax(-1, false).eq_tensor(&labels).to_kind(Kind::Double));
         if piece.start == 0 {
             train = Some((read.first(n_train), log_probs.narrow(1, 0, n_train)));
         }
     }
     let (train, train_log_probs) = train.expect("the training rows come first");
-    let losses = Tensor::cat(&nll, 1).unsqueeze(1).bmm(&batches.loss_weights).squeeze_dim(1);
-    Pass { tables, train, train_log_probs, losses }
+    let (nll, correct) = (Tensor::cat(&nll, 1).unsqueeze(1), Tensor::cat(&correct, 1).unsqueeze(1));
+    let losses = nll.bmm(&batches.loss_weights).squeeze_dim(1);
+    let by_cell = Tensor::cat(&[nll.bmm(&batches.cell_weights), correct.bmm(&batches.cell_weights)], 2).squeeze_dim(1);
+    let empty = Tensor::cat(&[&batches.empty_cells, &batches.empty_cells], 1);
+    let measures = Tensor::cat(&[losses, by_cell.masked_fill(&empty, f64::NAN)], 1);
+    Pass { tables, train, train_log_probs, measures }
 }

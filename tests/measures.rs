@@ -359,7 +359,8 @@ fn a_constant_g_leaves_every_task_view_measure_finite() {
 fn checkpoint(writer: &mut RunWriter, epoch: i64, model: &HookedTransformer) {
     let optimizer = AdamWState::initial(model);
     let (train_losses, test_losses) = (&[1.0][..], &[1.0][..]);
-    writer.checkpoint(&Checkpoint { epoch, model, optimizer: &optimizer, train_losses, test_losses }).unwrap();
+    let by_cell = &Default::default();
+    writer.checkpoint(&Checkpoint { epoch, model, optimizer: &optimizer, train_losses, test_losses, by_cell }).unwrap();
 }
 
 fn golden_models_as_a_run(dir: &std::path::Path) -> Run {

@@ -189,7 +189,8 @@ fn first_100_epochs_match_the_seeds_loop() {
         let split = Split::seeded(cfg.task.n_pairs(), cfg.train.frac_train, cfg.train.data_seed).unwrap();
         let model = HookedTransformer::new(&cfg.model, Device::Cpu).unwrap();
         let mut trainer = Trainer::new(&cfg, &model, &split).unwrap();
-        let (train, test): (Vec<f64>, Vec<f64>) = trainer.train_epochs(100).unwrap().into_iter().map(|e| e[0]).unzip();
+        let (train, test): (Vec<f64>, Vec<f64>) =
+            trainer.train_epochs(100).unwrap().into_iter().map(|e| (e[0].train_loss, e[0].test_loss)).unzip();
         let (their_train, their_test) = (f64s(&g["train_losses"]), f64s(&g["test_losses"]));
         let n = exact_epochs;
         assert_losses_match(&format!("{name} train"), &train[..n], &their_train[..n], 1e-4);
@@ -237,7 +238,8 @@ fn steps_from_the_peers_state_match() {
         let step = tensor(&state, "step").int64_value(&[0]);
         assert_eq!(step as usize, start);
         trainer.set_optimizer_state(&[&AdamWState { step, moments }]).unwrap();
-        let (train, test): (Vec<f64>, Vec<f64>) = trainer.train_epochs(5).unwrap().into_iter().map(|e| e[0]).unzip();
+        let (train, test): (Vec<f64>, Vec<f64>) =
+            trainer.train_epochs(5).unwrap().into_iter().map(|e| (e[0].train_loss, e[0].test_loss)).unzip();
         eprintln!(
             "seed: five steps from the peer's state at epoch {start}: max relative gap {:.1e}",
             max_relative_gap(&train, &their_train[start..start + 5])
