@@ -5,6 +5,7 @@
 use serde::Serialize;
 use tch::Device;
 
+use crate::coverage::{CellCurves, Coverage};
 use crate::error::{Error, Result};
 use crate::fourier::{PerView, View};
 use crate::import::History;
@@ -92,6 +93,16 @@ pub struct Series {
     pub residual_fraction: PerView<Vec<f64>>,
 }
 
+/// Where the generalisation happens: the cells the training set covers and, per
+/// checkpoint, the test loss and accuracy on the test pairs of seen and of unseen cells.
+#[derive(Serialize)]
+pub struct CoverageSeries {
+    #[serde(flatten)]
+    pub coverage: Coverage,
+    #[serde(flatten)]
+    pub per_checkpoint: CellCurves,
+}
+
 #[derive(Serialize)]
 pub struct Analysis {
     pub task: String,
@@ -100,6 +111,7 @@ pub struct Analysis {
     pub key_frequencies: KeyFrequencies,
     pub phases: Phases,
     pub over_training: Series,
+    pub coverage: CoverageSeries,
     /// Per-epoch losses of the training run (empty where the input has none).
     pub train_losses: Vec<f64>,
     pub test_losses: Vec<f64>,
@@ -136,7 +148,7 @@ pub fn analyze(history: &History, overrides: &Overrides, device: Device) -> Resu
     let phases = match overrides.phases {
         Some([m, c, k]) => Phases::manual(m, c, k),
         None => detect_phases(
-            &measures.phase_curves(&history.train_losses, &history.test_losses, &task_dirs)?,
+            &measures.phase_curves(&history.train_losses, &history.test_losses, &history.by_cell, &task_dirs)?,
             &PhaseRule::default(),
         ),
     };
@@ -178,6 +190,7 @@ pub fn analyze(history: &History, overrides: &Overrides, device: Device) -> Resu
         key_frequencies,
         phases,
         over_training,
+        coverage: CoverageSeries { coverage: measures.coverage.clone(), per_checkpoint: measures.by_cell.clone() },
         train_losses: history.train_losses.clone(),
         test_losses: history.test_losses.clone(),
         measures,

@@ -27,6 +27,7 @@ pub struct Coverage {
     /// Test pairs in those cells (indices into the p² pairs, a-major), ascending.
     pub unseen_test_pairs: Vec<i64>,
     /// The other test pairs, ascending.
+    #[serde(skip)]
     pub seen_test_pairs: Vec<i64>,
 }
 

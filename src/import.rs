@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
 use crate::config::{ActFn, ModelConfig, RunConfig, TrainConfig};
+use crate::coverage::CellCurves;
 use crate::error::{Error, Result};
 use crate::model::HookedTransformer;
 use crate::pth::{self, Value};
@@ -22,6 +23,8 @@ pub struct History {
     pub split: Split,
     pub train_losses: Vec<f64>,
     pub test_losses: Vec<f64>,
+    /// Per epoch on seen and unseen cells, where the run recorded it.
+    pub by_cell: CellCurves,
     pub checkpoint_epochs: Vec<i64>,
     source: Source,
 }
@@ -54,15 +57,9 @@ impl History {
 /// hold no task); a safetensors file gets the seed's split and no losses.
 pub fn read_history(input: &Path, task: Task) -> Result<History> {
     if input.is_dir() {
-        let Run { dir, config, split, train_losses, test_losses, by_cell: _, checkpoint_epochs } = Run::load(input)?;
-        return Ok(History {
-            config,
-            split,
-            train_losses,
-            test_losses,
-            checkpoint_epochs,
-            source: Source::Folder(dir),
-        });
+        let Run { dir, config, split, train_losses, test_losses, by_cell, checkpoint_epochs } = Run::load(input)?;
+        let source = Source::Folder(dir);
+        return Ok(History { config, split, train_losses, test_losses, by_cell, checkpoint_epochs, source });
     }
     if !input.is_file() {
         return Err(Error::config(format!("{}: no such file or folder", input.display())));
@@ -78,6 +75,7 @@ pub fn read_history(input: &Path, task: Task) -> Result<History> {
                 split,
                 train_losses: vec![],
                 test_losses: vec![],
+                by_cell: CellCurves::default(),
                 checkpoint_epochs: vec![0],
                 source: Source::StateDicts(vec![model.state_dict()]),
             })
@@ -137,6 +135,7 @@ fn read_demo_pth(path: &Path, task: Task) -> Result<History> {
         split,
         train_losses,
         test_losses,
+        by_cell: CellCurves::default(),
         checkpoint_epochs,
         source: Source::StateDicts(states),
     })

@@ -1,16 +1,27 @@
 //! The phases of grokking (memorisation, circuit formation, clean-up), found on the
-//! curves by written rules, and overridable.
+//! curves by written rules, and overridable; and the test curve's spikes, as events.
 //!
-//! The rules ([`PhaseRule`], defaults in brackets), on the train and test loss:
+//! The rules ([`PhaseRule`], defaults in brackets), on the train loss and on the test
+//! curve the phases are read from (the test loss, or for a task whose classes collapse
+//! the test loss on unseen cells, [`crate::coverage`]):
 //! 1. memorisation ends at the first epoch where the train loss is ≤ a fraction [1%] of
 //!    its first value;
-//! 2. from there, take log₁₀ of the test loss: `hi` its highest value from memorisation's
-//!    end on (at epoch e_hi), `lo` its lowest value from e_hi on (at e_lo), the fall
-//!    hi − lo. With a fall under [1] decade the model did not grok: no later phase;
-//! 3. circuit formation ends at the last epoch in [e_hi, e_lo] where the log test loss is
+//! 2. from there, take log₁₀ of the test curve. A spike is a rise of more than [1]
+//!    decade above the curve's lowest value so far; it lasts from where it climbs past a
+//!    tenth of that to where it is back under a tenth, and counts when that is within a share
+//!    [10%] of the epochs from memorisation's end to the last (or it is still up at the
+//!    last epoch, having started within that many): its start, peak, height in decades
+//!    and recovery are an event, and its points are left out of what follows;
+//! 3. on what remains: `hi` its highest value (at e_hi), `lo` its lowest value from e_hi
+//!    on (at e_lo), the fall hi − lo. With a fall under [1] decade the model did not
+//!    grok: no later phase;
+//! 4. circuit formation ends at the last epoch in [e_hi, e_lo] where the log test loss is
 //!    still within a fraction [10%] of the fall below `hi`: the test loss starts to fall;
-//! 4. clean-up ends at the first epoch after that where the log test loss is within
+//! 5. clean-up ends at the first epoch after that where the log test loss is within
 //!    [10%] of the fall above `lo`.
+//!
+//! What a spike cannot be: the plateau before the fall (it does not come back within
+//! the window), or a rise of under a decade.
 //!
 //! Excluded loss, restricted loss and the weight norm do not move the lines; where given,
 //! they are read for evidence that should agree: in the a + b paper the excluded loss
@@ -57,7 +68,10 @@ impl Curve {
 #[derive(Clone, Debug, Serialize)]
 pub struct PhaseCurves {
     pub train_loss: Curve,
+    /// The test curve phases are read from, and its name ("test loss", "test loss on
+    /// unseen cells").
     pub test_loss: Curve,
+    pub test_loss_name: String,
     pub excluded_loss: Option<Curve>,
     pub restricted_loss: Option<Curve>,
     pub weight_norm: Option<Curve>,
@@ -74,12 +88,30 @@ pub struct PhaseRule {
     pub fall_end: f64,
     /// A fall of fewer decades is no grokking.
     pub min_fall_decades: f64,
+    /// A rise of more decades than this above the lowest value so far is a spike…
+    pub spike_decades: f64,
+    /// …when it comes back within this share of the epochs after memorisation.
+    pub spike_window: f64,
 }
 
 impl Default for PhaseRule {
     fn default() -> Self {
-        PhaseRule { train_fraction: 0.01, fall_start: 0.1, fall_end: 0.9, min_fall_decades: 1.0 }
+        PhaseRule { train_fraction: 0.01, fall_start: 0.1, fall_end: 0.9, min_fall_decades: 1.0, spike_decades: 1.0, spike_window: 0.1 }
     }
+}
+
+/// A spike of the test curve after memorisation (rule 2 of the module).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Spike {
+    /// The first epoch past a tenth of the threshold, on the way up.
+    pub start: i64,
+    pub peak: i64,
+    /// log₁₀ of the peak over the lowest value before it.
+    pub height_decades: f64,
+    /// The first epoch back under a tenth of the threshold, if it came back.
+    pub recovered: Option<i64>,
+    /// recovered − start.
+    pub epochs_to_recover: Option<i64>,
 }
 
 /// Phase boundaries in epochs, with how they were found.
@@ -93,6 +125,8 @@ pub struct Phases {
     pub rule: String,
     /// What the rules and the other curves showed, by name.
     pub evidence: Vec<(String, f64)>,
+    /// Spikes of the test curve, left out of the phases.
+    pub events: Vec<Spike>,
 }
 
 impl Phases {
@@ -104,6 +138,7 @@ impl Phases {
             cleanup_end: Some(cleanup_end),
             rule: "set by hand".into(),
             evidence: vec![],
+            events: vec![],
         }
     }
 
@@ -125,11 +160,16 @@ impl Phases {
 pub fn detect_phases(curves: &PhaseCurves, rule: &PhaseRule) -> Phases {
     let mut evidence = vec![];
     let text = format!(
-        "memorisation end: first epoch with train loss ≤ {tf} × its first value; then on log10(test loss) \
-         from there, hi = its maximum, lo = its minimum after hi, fall = hi − lo (under {md} decade(s): \
-         no grokking, no later phase); circuit formation end: last epoch between hi and lo with log test \
-         loss ≥ hi − {fs} × fall; clean-up end: first epoch after it with log test loss ≤ lo + {fe_left} × fall",
+        "memorisation end: first epoch with train loss ≤ {tf} × its first value; then on log10({test}) \
+         from there, spikes (rises of over {sd} decade(s) above the lowest value so far that come back \
+         within {sw} of the epochs after memorisation) left out as events; hi = its maximum, lo = its \
+         minimum after hi, fall = hi − lo (under {md} decade(s): no grokking, no later phase); circuit \
+         formation end: last epoch between hi and lo with log ≥ hi − {fs} × fall; clean-up end: first \
+         epoch after it with log ≤ lo + {fe_left} × fall",
         tf = rule.train_fraction,
+        test = curves.test_loss_name,
+        sd = rule.spike_decades,
+        sw = rule.spike_window,
         md = rule.min_fall_decades,
         fs = rule.fall_start,
         fe_left = ((1.0 - rule.fall_end) * 1e9).round() / 1e9, // 0.1, not 0.09999999999999998
@@ -137,15 +177,17 @@ pub fn detect_phases(curves: &PhaseCurves, rule: &PhaseRule) -> Phases {
     let first_train = curves.train_loss.values[0];
     let memorisation_end =
         curves.train_loss.points().find(|&(_, v)| v <= rule.train_fraction * first_train).map(|(e, _)| e);
-    let (mut circuit_formation_end, mut cleanup_end) = (None, None);
+    let (mut circuit_formation_end, mut cleanup_end, mut events) = (None, None, vec![]);
     if let Some(m) = memorisation_end {
         evidence.push(("train loss at memorisation end".into(), value_at(&curves.train_loss, m)));
-        let log_test: Vec<(i64, f64)> = curves
-            .test_loss
-            .points()
-            .filter(|&(e, _)| e >= m)
+        let log_test: Vec<(i64, f64)> = (curves.test_loss.points())
+            .filter(|&(e, v)| e >= m && !v.is_nan())
             .map(|(e, v)| (e, v.max(f64::MIN_POSITIVE).log10()))
             .collect();
+        let window = log_test.last().map_or(0, |&(last, _)| ((last - m) as f64 * rule.spike_window) as i64);
+        events = spikes(&log_test, rule.spike_decades, window);
+        let in_spike = |e: i64| events.iter().any(|s| e >= s.start && s.recovered.is_none_or(|r| e < r));
+        let log_test: Vec<(i64, f64)> = log_test.into_iter().filter(|&(e, _)| !in_spike(e)).collect();
         if let Some(&(e_hi, hi)) = log_test.iter().max_by(|a, b| a.1.total_cmp(&b.1)) {
             let after_hi = log_test.iter().filter(|&&(e, _)| e >= e_hi);
             let &(e_lo, lo) = after_hi.min_by(|a, b| a.1.total_cmp(&b.1)).expect("e_hi itself is after hi");
@@ -182,7 +224,41 @@ pub fn detect_phases(curves: &PhaseCurves, rule: &PhaseRule) -> Phases {
             evidence.push(("weight norm steepest fall epoch (circuit formation end to clean-up end)".into(), e as f64));
         }
     }
-    Phases { memorisation_end, circuit_formation_end, cleanup_end, rule: text, evidence }
+    Phases { memorisation_end, circuit_formation_end, cleanup_end, rule: text, evidence, events }
+}
+
+/// The spikes of a log curve (rule 2 of the module): rises of more than `decades` above
+/// the lowest value so far, each from where it climbs past a tenth of that to where it
+/// is back under it, within `window` epochs (or, at the end, not back yet, having
+/// started within `window` epochs of it).
+fn spikes(log: &[(i64, f64)], decades: f64, window: i64) -> Vec<Spike> {
+    let last = log.last().map_or(0, |p| p.0);
+    let mut events = vec![];
+    let (mut lowest, mut i) = (f64::INFINITY, 0);
+    while i < log.len() {
+        if log[i].1 <= lowest + decades {
+            lowest = lowest.min(log[i].1);
+            i += 1;
+            continue;
+        }
+        let foot = lowest + decades / 10.0;
+        let first = log[..i].iter().rposition(|&(_, v)| v <= foot).map_or(0, |j| j + 1);
+        let back = log[i..].iter().position(|&(_, v)| v <= foot).map(|j| i + j);
+        let end = back.unwrap_or(log.len());
+        let (start, recovered) = (log[first].0, back.map(|j| log[j].0));
+        if recovered.unwrap_or(last) - start <= window {
+            let &(peak, top) = log[first..end].iter().max_by(|a, b| a.1.total_cmp(&b.1)).expect("at least one point");
+            events.push(Spike {
+                start,
+                peak,
+                height_decades: top - lowest,
+                recovered,
+                epochs_to_recover: recovered.map(|r| r - start),
+            });
+        }
+        i = end;
+    }
+    events
 }
 
 /// The value at the last point at or before `epoch` (the first point if none).

@@ -422,23 +422,30 @@ fn over_training_series_equal_the_per_model_measures() {
 }
 
 /// A grokking-shaped run: train loss exp(−e/300); test loss up to 10 by epoch 1500,
-/// flat, then down log-linearly to 1e-6 between epochs 9000 and 13000.
-fn synthetic_curves(grok: bool) -> PhaseCurves {
+/// flat, then down log-linearly to 1e-6 between epochs 9000 and 13000; and spikes of
+/// the test loss `(start, top in log10, length)`, rising and falling linearly in log10.
+fn synthetic_curves(grok: bool, spikes: &[(i64, f64, i64)]) -> PhaseCurves {
     let epochs: Vec<i64> = (0..20_000).collect();
     let train: Vec<f64> = epochs.iter().map(|&e| 4.7 * (-(e as f64) / 300.0).exp() + 1e-9).collect();
     let test: Vec<f64> = epochs
         .iter()
         .map(|&e| {
-            let e = e as f64;
-            let log = if e < 1500.0 {
-                0.67 + 0.33 * e / 1500.0
-            } else if !grok || e < 9000.0 {
+            let x = e as f64;
+            let mut log = if x < 1500.0 {
+                0.67 + 0.33 * x / 1500.0
+            } else if !grok || x < 9000.0 {
                 1.0
-            } else if e < 13_000.0 {
-                1.0 - 7.0 * (e - 9000.0) / 4000.0
+            } else if x < 13_000.0 {
+                1.0 - 7.0 * (x - 9000.0) / 4000.0
             } else {
                 -6.0
             };
+            for &(start, top, len) in spikes {
+                let into = (e - start) as f64 / len as f64;
+                if (0.0..1.0).contains(&into) {
+                    log = log.max(top - (top - log) * (2.0 * into - 1.0).abs());
+                }
+            }
             10f64.powf(log)
         })
         .collect();
@@ -459,6 +466,7 @@ fn synthetic_curves(grok: bool) -> PhaseCurves {
     PhaseCurves {
         train_loss: Curve::per_epoch(&train).unwrap(),
         test_loss: Curve::per_epoch(&test).unwrap(),
+        test_loss_name: "test loss".into(),
         excluded_loss: Some(Curve::new(&checkpoints, &excluded).unwrap()),
         restricted_loss: None,
         weight_norm: Some(Curve::new(&checkpoints, &norm).unwrap()),
@@ -467,16 +475,59 @@ fn synthetic_curves(grok: bool) -> PhaseCurves {
 
 #[test]
 fn phases_of_synthetic_curves() {
-    let phases = detect_phases(&synthetic_curves(true), &PhaseRule::default());
+    let phases = detect_phases(&synthetic_curves(true, &[]), &PhaseRule::default());
     // 4.7·e^(−e/300) ≤ 0.047 from e = 300·ln 100 = 1381.6; log test ≥ 1 − 0.7 until 9400; ≤ −6 + 0.7 from 12600.
     assert_eq!(phases.lines(), vec![1382, 9400, 12600], "{}", phases.rule);
+    assert!(phases.events.is_empty());
     let evidence = |name: &str| phases.evidence.iter().find(|(n, _)| n.starts_with(name)).unwrap().1;
     assert_eq!(evidence("excluded loss peak epoch"), 9999.0);
     assert_eq!(evidence("weight norm steepest fall"), 11_099.0);
-    let flat = detect_phases(&synthetic_curves(false), &PhaseRule::default());
+    let flat = detect_phases(&synthetic_curves(false, &[]), &PhaseRule::default());
     assert_eq!((flat.memorisation_end, flat.circuit_formation_end, flat.cleanup_end), (Some(1382), None, None));
     assert_eq!(Phases::seed().lines(), vec![1500, 13300, 16600]);
     assert!(Curve::new(&[1, 1], &[0.0, 0.0]).is_err());
+}
+
+/// Spikes after clean-up, as high as the plateau before the fall or higher, early or
+/// late, one or two, move no phase line and come out as events with their heights and
+/// recoveries; one still open at the end has no recovery.
+#[test]
+fn spikes_after_clean_up_are_events_not_phases() {
+    for spikes in [
+        vec![(15_000, -3.0, 1_000)],
+        vec![(14_000, 1.0, 600)],
+        vec![(18_500, 2.0, 1_000)],
+        vec![(13_500, -2.0, 400), (17_000, 0.5, 1_600)],
+        vec![(19_000, 0.0, 1_600)],
+    ] {
+        let phases = detect_phases(&synthetic_curves(true, &spikes), &PhaseRule::default());
+        assert_eq!(phases.lines(), vec![1382, 9400, 12600], "{spikes:?}: {}", phases.rule);
+        assert_eq!(phases.events.len(), spikes.len(), "{spikes:?}: {:?}", phases.events);
+        for (event, &(start, top, len)) in phases.events.iter().zip(&spikes) {
+            // Up from −6 to `top` over len/2 epochs, past a tenth of the threshold (−5.9)
+            // once a share 0.1/(top + 6) of the way up.
+            let rise = len as f64 / 2.0;
+            let expected_start = start + (0.1 * rise / (top + 6.0)).ceil() as i64;
+            assert!((event.start - expected_start).abs() <= 1, "{spikes:?}: start {event:?}");
+            assert!((event.peak - (start + len / 2)).abs() <= 1, "{spikes:?}: peak {event:?}");
+            assert!((event.height_decades - (top + 6.0)).abs() < 0.01, "{spikes:?}: height {event:?}");
+            if start + len < 20_000 {
+                let back = event.recovered.expect("it recovers") - (start + len - (0.1 * rise / (top + 6.0)).floor() as i64);
+                assert!(back.abs() <= 1, "{spikes:?}: recovery {event:?}");
+                assert_eq!(event.epochs_to_recover, event.recovered.map(|r| r - event.start));
+            } else {
+                assert_eq!(event.recovered, None, "{spikes:?}: {event:?}");
+            }
+        }
+    }
+    // A spike on the plateau before the fall is an event too, and leaves the lines where
+    // they were but for its foot (a tenth of a decade); a wobble of half a decade after
+    // clean-up is no spike.
+    let phases =
+        detect_phases(&synthetic_curves(true, &[(5_000, 2.0, 400), (15_000, -5.5, 400)]), &PhaseRule::default());
+    assert!((phases.circuit_formation_end.unwrap() - 9400).abs() <= 50, "{:?}", phases.lines());
+    assert!((phases.cleanup_end.unwrap() - 12600).abs() <= 50, "{:?}", phases.lines());
+    assert_eq!(phases.events.iter().map(|e| e.peak).collect::<Vec<_>>(), vec![5200], "{:?}", phases.events);
 }
 
 /// Seconds of CPU this process has used (user + system), from /proc (Linux; 0 elsewhere).
@@ -606,7 +657,7 @@ fn summary_of_a_run_folder() {
         }
     }
     let keys = LogitRule::default().detect(&series.view(View::Task).at(last));
-    let curves = series.phase_curves(&run.train_losses, &run.test_losses, &keys.directions()).unwrap();
+    let curves = series.phase_curves(&run.train_losses, &run.test_losses, &run.by_cell, &keys.directions()).unwrap();
     let phases = detect_phases(&curves, &PhaseRule::default());
     println!(
         "phases {:?} {:?} {:?}; evidence {:?}",

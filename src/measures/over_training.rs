@@ -13,6 +13,7 @@ use serde::Serialize;
 use tch::{Device, Tensor};
 
 use super::ablation::{Ablation, Directions, LogitParts, Subset};
+use crate::coverage::{CellCurves, Coverage};
 use super::logits::{periodicity_with, residual_fraction, LogitPeriodicity};
 use super::weights::{
     accuracy, class_collapse, embed_fourier_norms, gini, logit_map_fourier_norms, sin_cos_energy, weight_norm,
@@ -87,6 +88,10 @@ pub struct OverTraining {
     pub gini_logit_map: Vec<f64>,
     /// Within-class share of the embedding's variance, classes of g.
     pub class_collapse: Vec<f64>,
+    /// The cells the training set covers, and per checkpoint the test loss and
+    /// accuracy on the test pairs of seen and of unseen cells.
+    pub coverage: Coverage,
+    pub by_cell: CellCurves,
     pub views: PerView<ViewSeries>,
     #[serde(skip)]
     ablation: Ablation,
@@ -115,6 +120,8 @@ impl OverTraining {
         let sums = PerView::new(|view| Tensor::from_slice(&view.sums(task)));
         let labels = task.labels();
         let (train, test) = (split.train_tensor(), split.test_tensor());
+        let coverage = Coverage::new(task, split);
+        let cells = [&coverage.seen_test_pairs, &coverage.unseen_test_pairs].map(|pairs| Tensor::from_slice(pairs));
         let mut out = OverTraining {
             task: *task,
             epochs: epochs.to_vec(),
@@ -125,6 +132,8 @@ impl OverTraining {
             weight_norm: vec![],
             gini_logit_map: vec![],
             class_collapse: vec![],
+            coverage: coverage.clone(),
+            by_cell: CellCurves::default(),
             views: PerView::new(|view| ViewSeries {
                 view,
                 coefficients: vec![],
@@ -147,6 +156,14 @@ impl OverTraining {
                 .push(loss_fn(&logits.index_select(0, &test), &labels.index_select(0, &test)).double_value(&[]));
             out.train_accuracy.push(accuracy(&logits, &labels, &split.train)?);
             out.test_accuracy.push(accuracy(&logits, &labels, &split.test)?);
+            let [seen, unseen] = &cells;
+            let on = |pairs: &Tensor| match pairs.numel() {
+                0 => f64::NAN,
+                _ => loss_fn(&logits.index_select(0, pairs), &labels.index_select(0, pairs)).double_value(&[]),
+            };
+            let (seen_acc, unseen_acc) =
+                (accuracy(&logits, &labels, &coverage.seen_test_pairs)?, accuracy(&logits, &labels, &coverage.unseen_test_pairs)?);
+            out.by_cell.push([on(seen), on(unseen), seen_acc, unseen_acc]);
             out.weight_norm.push(weight_norm(&model));
             out.gini_logit_map.push(gini(&logit_map_fourier_norms(&model)?));
             out.class_collapse.push(class_collapse(&model, task)?);
@@ -190,16 +207,31 @@ impl OverTraining {
     }
 
     /// The curves [`crate::phases::detect_phases`] reads: the per-epoch losses where
-    /// given (a run's `train_losses` and `test_losses`; else the checkpoints' own), and
-    /// per checkpoint the excluded loss, the restricted loss (test set) and the weight norm.
-    pub fn phase_curves(&self, train_losses: &[f64], test_losses: &[f64], dirs: &Directions) -> Result<PhaseCurves> {
+    /// given (a run's `train_losses`, `test_losses` and `by_cell`; else the checkpoints'
+    /// own), and per checkpoint the excluded loss, the restricted loss (test set) and the
+    /// weight norm. Where the task's classes collapse (some test pairs lie in cells the
+    /// training set covers) the test curve is the test loss on unseen cells: the rest is
+    /// lookup.
+    pub fn phase_curves(
+        &self,
+        train_losses: &[f64],
+        test_losses: &[f64],
+        by_cell: &CellCurves,
+        dirs: &Directions,
+    ) -> Result<PhaseCurves> {
         let losses = |per_epoch: &[f64], own: &[f64]| match per_epoch.is_empty() {
             true => Curve::new(&self.epochs, own),
             false => Curve::per_epoch(per_epoch),
         };
+        let collapses = !self.coverage.seen_test_pairs.is_empty() && !self.coverage.unseen_test_pairs.is_empty();
+        let (test_loss, test_loss_name) = match collapses {
+            true => (losses(&by_cell.test_loss_unseen, &self.by_cell.test_loss_unseen)?, "test loss on unseen cells"),
+            false => (losses(test_losses, &self.test_loss)?, "test loss"),
+        };
         Ok(PhaseCurves {
             train_loss: losses(train_losses, &self.train_loss)?,
-            test_loss: losses(test_losses, &self.test_loss)?,
+            test_loss,
+            test_loss_name: test_loss_name.into(),
             excluded_loss: Some(Curve::new(&self.epochs, &self.excluded_loss(dirs)?)?),
             restricted_loss: Some(Curve::new(&self.epochs, &self.restricted_loss(dirs, Subset::Test)?)?),
             weight_norm: Some(Curve::new(&self.epochs, &self.weight_norm)?),
