@@ -115,6 +115,9 @@ pub struct Analysis {
     /// Per-epoch losses of the training run (empty where the input has none).
     pub train_losses: Vec<f64>,
     pub test_losses: Vec<f64>,
+    /// Per epoch on seen and unseen cells, where the run recorded it.
+    #[serde(skip)]
+    pub by_cell: CellCurves,
     #[serde(skip)]
     pub measures: OverTraining,
     #[serde(skip)]
@@ -193,6 +196,7 @@ pub fn analyze(history: &History, overrides: &Overrides, device: Device) -> Resu
         coverage: CoverageSeries { coverage: measures.coverage.clone(), per_checkpoint: measures.by_cell.clone() },
         train_losses: history.train_losses.clone(),
         test_losses: history.test_losses.clone(),
+        by_cell: history.by_cell.clone(),
         measures,
         keys,
     })

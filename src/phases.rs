@@ -96,7 +96,14 @@ pub struct PhaseRule {
 
 impl Default for PhaseRule {
     fn default() -> Self {
-        PhaseRule { train_fraction: 0.01, fall_start: 0.1, fall_end: 0.9, min_fall_decades: 1.0, spike_decades: 1.0, spike_window: 0.1 }
+        PhaseRule {
+            train_fraction: 0.01,
+            fall_start: 0.1,
+            fall_end: 0.9,
+            min_fall_decades: 1.0,
+            spike_decades: 1.0,
+            spike_window: 0.1,
+        }
     }
 }
 
@@ -148,6 +155,18 @@ impl Phases {
             rule: "the seed's hand-typed values, from the (a + b) paper".into(),
             ..Self::manual(1500, 13300, 16600)
         }
+    }
+
+    /// The boundaries found and each event's peak, named: the labelled lines of a chart.
+    pub fn named_lines(&self) -> Vec<(String, f64)> {
+        let phases = [
+            ("memorisation end", self.memorisation_end),
+            ("circuit formation end", self.circuit_formation_end),
+            ("clean-up end", self.cleanup_end),
+        ];
+        let phases = phases.into_iter().filter_map(|(name, e)| e.map(|e| (name.to_string(), e as f64)));
+        let spikes = self.events.iter().map(|s| (format!("spike ×10^{:.1}", s.height_decades), s.peak as f64));
+        phases.chain(spikes).collect()
     }
 
     /// The boundaries found, in order: the vertical lines of a time-axis chart.

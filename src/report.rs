@@ -29,6 +29,7 @@ pub fn figures(a: &Analysis) -> Vec<Figure> {
                 .phase_lines(lines),
         );
     }
+    figs.push(cell_curves(a));
     figs.push(
         line([&s.train_loss, &s.test_loss, &s.excluded_loss, &s.restricted_loss])
             .x(&s.epochs)
@@ -111,6 +112,42 @@ pub fn figures(a: &Analysis) -> Vec<Figure> {
             .phase_lines(lines),
     );
     figs
+}
+
+/// The test loss on the test pairs of seen and of unseen cells over training (per epoch
+/// where the run recorded it, else per checkpoint), with the phases and the spikes.
+pub fn cell_curves(a: &Analysis) -> Figure {
+    let c = &a.coverage;
+    let title = format!(
+        "Test loss on seen and unseen cells: {} of {} cells unseen in training, holding {} test pairs",
+        c.coverage.unseen_cells.len(),
+        c.coverage.cells,
+        c.coverage.unseen_test_pairs.len()
+    );
+    let (epochs, test, seen, unseen): (Vec<i64>, Vec<f64>, Vec<f64>, Vec<f64>) = if a.by_cell.is_empty() {
+        let s = &a.over_training;
+        (
+            s.epochs.clone(),
+            s.test_loss.clone(),
+            c.per_checkpoint.test_loss_seen.clone(),
+            c.per_checkpoint.test_loss_unseen.clone(),
+        )
+    } else {
+        let stride = (a.test_losses.len() / 1000).max(1);
+        let every = |v: &[f64]| v.iter().step_by(stride).copied().collect::<Vec<f64>>();
+        let epochs = (0..a.test_losses.len() as i64).step_by(stride).collect();
+        (epochs, every(&a.test_losses), every(&a.by_cell.test_loss_seen), every(&a.by_cell.test_loss_unseen))
+    };
+    line([test, seen, unseen])
+        .x(&epochs)
+        .labels(["all test pairs", "seen cells", "unseen cells"])
+        .title(title)
+        .xaxis("Epoch")
+        .yaxis("Loss")
+        .log_y(true)
+        .toggle_x()
+        .toggle_y()
+        .phase_lines_named(&a.phases.named_lines())
 }
 
 /// Writes the report page.

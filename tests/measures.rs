@@ -512,7 +512,8 @@ fn spikes_after_clean_up_are_events_not_phases() {
             assert!((event.peak - (start + len / 2)).abs() <= 1, "{spikes:?}: peak {event:?}");
             assert!((event.height_decades - (top + 6.0)).abs() < 0.01, "{spikes:?}: height {event:?}");
             if start + len < 20_000 {
-                let back = event.recovered.expect("it recovers") - (start + len - (0.1 * rise / (top + 6.0)).floor() as i64);
+                let back =
+                    event.recovered.expect("it recovers") - (start + len - (0.1 * rise / (top + 6.0)).floor() as i64);
                 assert!(back.abs() <= 1, "{spikes:?}: recovery {event:?}");
                 assert_eq!(event.epochs_to_recover, event.recovered.map(|r| r - event.start));
             } else {

@@ -13,13 +13,13 @@ use serde::Serialize;
 use tch::{Device, Tensor};
 
 use super::ablation::{Ablation, Directions, LogitParts, Subset};
-use crate::coverage::{CellCurves, Coverage};
 use super::logits::{periodicity_with, residual_fraction, LogitPeriodicity};
 use super::weights::{
     accuracy, class_collapse, embed_fourier_norms, gini, logit_map_fourier_norms, sin_cos_energy, weight_norm,
     SinCosEnergy,
 };
 use super::{all_inputs, f64_cpu};
+use crate::coverage::{CellCurves, Coverage};
 use crate::error::{Error, Result};
 use crate::fourier::{fourier_basis, PerView, View};
 use crate::loss::loss_fn;
@@ -161,8 +161,10 @@ impl OverTraining {
                 0 => f64::NAN,
                 _ => loss_fn(&logits.index_select(0, pairs), &labels.index_select(0, pairs)).double_value(&[]),
             };
-            let (seen_acc, unseen_acc) =
-                (accuracy(&logits, &labels, &coverage.seen_test_pairs)?, accuracy(&logits, &labels, &coverage.unseen_test_pairs)?);
+            let (seen_acc, unseen_acc) = (
+                accuracy(&logits, &labels, &coverage.seen_test_pairs)?,
+                accuracy(&logits, &labels, &coverage.unseen_test_pairs)?,
+            );
             out.by_cell.push([on(seen), on(unseen), seen_acc, unseen_acc]);
             out.weight_norm.push(weight_norm(&model));
             out.gini_logit_map.push(gini(&logit_map_fourier_norms(&model)?));
