@@ -9,7 +9,7 @@ use crate::coverage::{CellCurves, Coverage};
 use crate::error::{Error, Result};
 use crate::fourier::{PerView, View};
 use crate::import::History;
-use crate::measures::{check_key_freqs, KeyFreqs, LogitRule, OverTraining, SinCosEnergy, Subset};
+use crate::measures::{check_key_freqs, leaks, view_overlap, KeyFreqs, LogitRule, OverTraining, SinCosEnergy, Subset};
 use crate::phases::{detect_phases, PhaseRule, Phases};
 
 /// What the user may fix by hand instead of detecting.
@@ -72,6 +72,11 @@ pub struct KeyFrequencies {
     pub rule: String,
     /// The score per frequency each set was chosen from (index k − 1).
     pub evidence: PerView<Vec<f64>>,
+    /// The floor per frequency each view's rule used: the random-cube control or the
+    /// other view's leak, whichever is larger (index k − 1).
+    pub floors: PerView<Vec<f64>>,
+    /// O_k, the overlap of the two views' unit cubes at each frequency (index k − 1).
+    pub view_overlap: Vec<f64>,
 }
 
 /// Per checkpoint. The excluded and restricted losses use the task view's key frequencies.
@@ -136,8 +141,9 @@ pub fn analyze(history: &History, overrides: &Overrides, device: Device) -> Resu
     let measures = OverTraining::compute(&task, &history.split, epochs, |e| history.checkpoint(e, device))?;
     let last = epochs.len() - 1;
 
+    let leak = leaks(&task, &PerView::new(|view| measures.view(view).cos_sims[last].clone()));
     let keys = PerView::new(|view| {
-        let detected = LogitRule::default().detect(&measures.view(view).at(last));
+        let detected = LogitRule::default().detect(&measures.view(view).at(last), &leak[view]);
         match &overrides.key_freqs {
             Some(freqs) => detected.overridden(freqs),
             None => detected,
@@ -171,6 +177,8 @@ pub fn analyze(history: &History, overrides: &Overrides, device: Device) -> Resu
         task: keys.task.freqs.clone(),
         rule: keys.task.rule.clone(),
         evidence: keys.map(|_, key| key.evidence.clone()),
+        floors: leak.map(|_, leak| LogitRule::default().floors(task.p, leak)),
+        view_overlap: view_overlap(&task),
     };
     let over_training = Series {
         epochs: epochs.clone(),

@@ -4,7 +4,9 @@
 //! per-frequency evidence it looked at:
 //! * [`LogitRule`]: the frequencies that carry the logits' periodic part — taken in
 //!   decreasing |cos sim| until their squared cosine similarities reach a share (0.9) of
-//!   the sum over all frequencies, none below a multiple (10×) of the random-cube level.
+//!   the sum over all frequencies, none below a multiple (10×) of the random-cube level,
+//!   nor below a multiple (2×) of what the other view leaks into this one at that
+//!   frequency ([`leaks`]).
 //! * [`NeuronRule`]: the frequencies that own a cluster of neurons — at least a share
 //!   (1%, and at least one) of the neurons have their best frequency there with a
 //!   fraction ≥ 0.85 of their energy (the a + b paper's criterion).
@@ -12,10 +14,11 @@
 use serde::Serialize;
 
 use super::ablation::Directions;
-use super::logits::{random_cube_level, LogitPeriodicity};
+use super::logits::{random_cube_level, view_overlap, LogitPeriodicity};
 use super::neurons::NeuronFreqNorm;
 use crate::error::{Error, Result};
-use crate::fourier::View;
+use crate::fourier::{PerView, View};
+use crate::task::Task;
 
 /// A key-frequency set with the reason for it.
 #[derive(Clone, Debug, Serialize)]
@@ -65,42 +68,76 @@ pub struct LogitRule {
     pub share: f64,
     /// No frequency with |cos sim| below this multiple of 1/√p³ (the random-cube level).
     pub min_over_control: f64,
+    /// Nor below this multiple of the other view's leak into this one ([`leaks`]).
+    pub min_over_leak: f64,
 }
 
 impl Default for LogitRule {
     fn default() -> Self {
-        LogitRule { share: 0.9, min_over_control: 10.0 }
+        LogitRule { share: 0.9, min_over_control: 10.0, min_over_leak: 2.0 }
     }
 }
 
 impl LogitRule {
-    pub fn detect(&self, periodicity: &LogitPeriodicity) -> KeyFreqs {
+    /// The key frequencies of `periodicity`, given what the other view leaks into it at
+    /// each frequency (`leak[k − 1]`, [`leaks`]; zeros for none).
+    pub fn detect(&self, periodicity: &LogitPeriodicity, leak: &[f64]) -> KeyFreqs {
         let cos = &periodicity.cos_sims;
         let p = 2 * cos.len() as i64 + 1;
-        let floor = self.min_over_control * random_cube_level(p);
+        let floors = self.floors(p, leak);
         let total: f64 = cos.iter().map(|c| c * c).sum();
         let mut order: Vec<usize> = (0..cos.len()).collect();
         order.sort_by(|&i, &j| cos[j].abs().total_cmp(&cos[i].abs()));
         let (mut freqs, mut reached) = (vec![], 0.0);
         for i in order {
-            if reached >= self.share * total || cos[i].abs() < floor {
+            if reached >= self.share * total {
                 break;
+            }
+            if cos[i].abs() < floors[i] {
+                continue;
             }
             freqs.push(i as i64 + 1);
             reached += cos[i] * cos[i];
         }
         freqs.sort_unstable();
+        let highest_leak = leak.iter().copied().fold(0.0, f64::max);
         let rule = format!(
             "{view} view: frequencies k taken in decreasing |cos sim| of the logits with the cube \
              cos(2πk(s − c)/p) until their squared cos sims reach {share} of the sum over all k \
              (that sum, the periodic share of ‖L‖², is {total:.4}; the set reaches {reached:.4}), \
-             none with |cos sim| below {min} × 1/√p³ = {floor:.2e} (the random-cube level)",
+             skipping any with |cos sim| below {min} × 1/√p³ = {control:.2e} (the random-cube level) \
+             or below {leak_min} × the other view's leak at k (at most {highest_leak:.2e})",
             view = periodicity.view,
             share = self.share,
             min = self.min_over_control,
+            control = self.min_over_control * random_cube_level(p),
+            leak_min = self.min_over_leak,
         );
         KeyFreqs { view: periodicity.view, freqs, rule, threshold: self.share, evidence: cos.clone() }
     }
+
+    /// The floor at each frequency: the larger of the random-cube control and the leak.
+    pub fn floors(&self, p: i64, leak: &[f64]) -> Vec<f64> {
+        let control = self.min_over_control * random_cube_level(p);
+        (0..(p - 1) / 2)
+            .map(|i| control.max(self.min_over_leak * leak.get(i as usize).copied().unwrap_or(0.0)))
+            .collect()
+    }
+}
+
+/// What each view's cosine similarities owe to the other's: at frequency k, |O_k| × the
+/// other view's |cos sim| at k ([`view_overlap`]), the cosine similarity a model with
+/// only the other view's structure would show. Zero where the views are one (a + b).
+pub fn leaks(task: &Task, cos_sims: &PerView<Vec<f64>>) -> PerView<Vec<f64>> {
+    let same = (0..task.p).all(|x| task.g.eval(x, task.p) == x && task.h.eval(x, task.p) == x);
+    let overlap = view_overlap(task);
+    let other = |view: View| match view {
+        View::Standard => View::Task,
+        View::Task => View::Standard,
+    };
+    PerView::new(|view| {
+        (overlap.iter().zip(&cos_sims[other(view)])).map(|(o, c)| if same { 0.0 } else { (o * c).abs() }).collect()
+    })
 }
 
 /// Key frequencies from the neuron clusters.

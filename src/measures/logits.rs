@@ -106,6 +106,35 @@ pub fn random_cube_level(p: i64) -> f64 {
     (p as f64).powf(-1.5)
 }
 
+/// How much the two views' cubes of each frequency overlap: O_k = ⟨C_k, T_k⟩ over all
+/// (a, b, c), both unit, C_k the a + b cube cos(2πk(a + b − c)/p) and T_k the task's
+/// cos(2πk(g(a) + h(b) − c)/p), for k = 1..=(p−1)/2 (index k − 1). Summing over c first
+/// leaves only equal frequencies (k + k' < p), so the overlap is diagonal and exactly
+///
+/// ```text
+/// O_k = Re(S_g(k) · S_h(k)) / p²,   S_g(k) = Σ_a e^{2πik(a − g(a))/p}
+/// ```
+///
+/// A model whose logits are Σ_k α_k T_k has cosine similarity α_k · O_k with C_k: the
+/// leak of one view into the other, the floor under which a view's cosine similarity at
+/// k says nothing of its own (for a + b, g and h the identity, the views are one: O_k = 1).
+pub fn view_overlap(task: &Task) -> Vec<f64> {
+    let p = task.p;
+    let (g, h) = (task.g_values(), task.h_values());
+    let sum = |values: &[i64], k: i64| {
+        values.iter().enumerate().fold((0.0, 0.0), |(re, im), (x, &y)| {
+            let angle = 2.0 * std::f64::consts::PI * ((k * (x as i64 - y)).rem_euclid(p)) as f64 / p as f64;
+            (re + angle.cos(), im + angle.sin())
+        })
+    };
+    (1..=(p - 1) / 2)
+        .map(|k| {
+            let ((gr, gi), (hr, hi)) = (sum(&g, k), sum(&h, k));
+            (gr * hr - gi * hi) / (p * p) as f64
+        })
+        .collect()
+}
+
 /// N(0, 1) by Box–Muller on SplitMix64.
 struct Gaussian {
     state: u64,

@@ -17,8 +17,8 @@ pub mod weights;
 pub use ablation::{
     excluded_loss, excluded_loss_seed_buggy, restricted_loss, Ablation, Directions, LogitParts, Projection, Subset,
 };
-pub use key_freqs::{check_key_freqs, KeyFreqs, LogitRule, NeuronRule};
-pub use logits::{logit_periodicity, random_cube_cos_sim, random_cube_level, LogitPeriodicity};
+pub use key_freqs::{check_key_freqs, leaks, KeyFreqs, LogitRule, NeuronRule};
+pub use logits::{logit_periodicity, random_cube_cos_sim, random_cube_level, view_overlap, LogitPeriodicity};
 pub use neurons::{neuron_fourier, neuron_freq_norm, NeuronFourier, NeuronFreqNorm};
 pub use over_training::{KeyedSeries, OverTraining, ViewSeries};
 pub use weights::{
