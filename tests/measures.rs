@@ -8,9 +8,9 @@ use groklens::fourier::{fourier_basis, transform_2d, FourierBasis, PerView, View
 use groklens::loss::loss_fn;
 use groklens::measures::{
     all_inputs, class_collapse, embed_fourier_norms, excluded_loss, excluded_loss_seed_buggy, gini, leaks,
-    logit_map_fourier_norms, logit_periodicity, neuron_fourier, neuron_freq_norm, random_cube_cos_sim,
-    random_cube_level, restricted_loss, sin_cos_energy, view_overlap, Directions, LogitRule, NeuronRule, OverTraining,
-    Subset,
+    logit_map_fourier_norms, logit_periodicity, neuron_fourier, neuron_freq_norm, neuron_logit_freq,
+    random_cube_cos_sim, random_cube_level, restricted_loss, sin_cos_energy, view_overlap, Directions, LogitRule,
+    NeuronRule, OverTraining, Subset,
 };
 use groklens::phases::{detect_phases, Curve, PhaseCurves, PhaseRule, Phases};
 use groklens::run::RunWriter;
@@ -704,4 +704,50 @@ fn the_views_overlap_as_the_closed_form_says() {
         (leak.standard[0] - (seed[0] * 0.2).abs()).abs() < 1e-15
             && (leak.task[0] - (seed[0] * 0.1).abs()).abs() < 1e-15
     );
+}
+
+/// The task-view input-side fractions do not identify a frequency (the figures
+/// for a neuron that is exactly cos(2πu/113)); the output-side fractions do: a neuron
+/// whose logit row is a pure wave of frequency k scores 1 there and 0 elsewhere, and
+/// every neuron's fractions sum to 1.
+#[test]
+fn neuron_frequencies_identifiable_on_the_output_side_only() {
+    let task = Task::seed();
+    let p = task.p;
+    let g = task.g_values();
+    let theta = 2.0 * std::f64::consts::PI / p as f64;
+    let acts: Vec<f64> = (0..p * p).map(|i| (theta * g[(i / p) as usize] as f64).cos()).collect();
+    let acts = Tensor::from_slice(&acts).view([p * p, 1]);
+    let fractions = neuron_freq_norm(&task, View::Task, &acts).unwrap().norm.squeeze_dim(1);
+    let at = |k: i64| fractions.double_value(&[k - 1]);
+    let sum = fractions.sum(Kind::Double).double_value(&[]);
+    println!("pure cos(2πu/p): k=1 {:.2}, k=31 {:.2}, k=3 {:.2}, sum {sum:.2}", at(1), at(31), at(3));
+    assert!(
+        (at(1) - 1.0).abs() < 1e-6
+            && (at(31) - 0.32).abs() < 0.01
+            && (at(3) - 0.26).abs() < 0.01
+            && (sum - 4.0).abs() < 0.05
+    );
+
+    let cfg = ModelConfig::for_task(&task);
+    let model = HookedTransformer::new(&cfg, Device::Cpu).unwrap();
+    let freqs = neuron_logit_freq(&model).unwrap();
+    let sums = freqs.norm.sum_dim_intlist(0, false, Kind::Double);
+    assert!((sums - 1.0).abs().max().double_value(&[]) < 1e-9, "fractions sum to 1");
+    // W_out W_U = W_out · (W_U): make neuron n's row of the product a pure wave by
+    // giving W_out one non-zero row and W_U columns cos(2πkc/p) on one direction.
+    let k = 17;
+    let wave: Vec<f32> = (0..p).map(|c| (theta * (k * c) as f64).cos() as f32).collect();
+    let pure = model.map_parameters(|name, t| match name {
+        "unembed.W_U" => {
+            let u = t.zeros_like();
+            u.narrow(0, 0, 1).copy_(&Tensor::from_slice(&wave).view([1, p]));
+            u
+        }
+        _ => t.copy(),
+    });
+    let freqs = neuron_logit_freq(&pure).unwrap();
+    let column = freqs.norm.select(1, 3);
+    assert!((column.double_value(&[k - 1]) - 1.0).abs() < 1e-6, "{:?}", freqs.best_freq[3]);
+    assert_eq!(freqs.best_freq[3], k);
 }

@@ -19,7 +19,7 @@ pub use ablation::{
 };
 pub use key_freqs::{check_key_freqs, leaks, KeyFreqs, LogitRule, NeuronRule};
 pub use logits::{logit_periodicity, random_cube_cos_sim, random_cube_level, view_overlap, LogitPeriodicity};
-pub use neurons::{neuron_fourier, neuron_freq_norm, NeuronFourier, NeuronFreqNorm};
+pub use neurons::{neuron_fourier, neuron_freq_norm, neuron_logit_freq, NeuronFourier, NeuronFreqNorm};
 pub use over_training::{KeyedSeries, OverTraining, ViewSeries};
 pub use weights::{
     accuracy, class_collapse, embed_fourier_norms, gini, logit_map_fourier_norms, sin_cos_energy, weight_norm,

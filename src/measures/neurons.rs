@@ -21,12 +21,21 @@
 //! In the task view the blocks of different k are not orthogonal over the cells, so one
 //! neuron's fractions can add up to more than 1. A neuron that never varies (a dead ReLU)
 //! gets 0 for every k (the seed's 0/0 gives NaN).
+//!
+//! What the task-view fraction cannot tell apart: on the 29 values of u = a⁴ (p = 113),
+//! {1, cos ku, sin ku} over the 14 frequencies of any one orbit of k already span every
+//! function of u, so a neuron that is exactly cos(2πu/113) scores 1 at k = 1 but also
+//! 0.32 at k = 31 and 0.26 at k = 3, its fractions summing to 4 (`tests/measures.rs`).
+//! It does not identify a neuron's frequency; [`neuron_logit_freq`] does, on the
+//! neuron's output: its row of W_out W_U over the label c, where c runs over all of Z_p
+//! and the Fourier basis is orthogonal, so each neuron's fractions sum to 1.
 
 use tch::{Kind, Tensor};
 
-use super::{check_all_inputs, f64_cpu, to_vec};
+use super::{check_all_inputs, f64_cpu, to_vec, w_logit};
 use crate::error::Result;
 use crate::fourier::{fourier_basis, transform_2d, FourierBasis, View};
+use crate::model::HookedTransformer;
 use crate::task::Task;
 
 /// The neurons' 2-D Fourier picture in one view.
@@ -127,4 +136,27 @@ impl NeuronFourier {
 /// The seed's `neuron_freq_norm` of `mlp_post` in `view`: [`neuron_fourier`] then [`NeuronFourier::freq_norm`].
 pub fn neuron_freq_norm(task: &Task, view: View, mlp_post: &Tensor) -> Result<NeuronFreqNorm> {
     neuron_fourier(task, view, mlp_post)?.freq_norm()
+}
+
+/// Each neuron's frequencies on its output side: the share of its row of the
+/// neuron-to-logit map W_out W_U (over the label c, less its mean) in each frequency's
+/// sine and cosine. Identifiable (the basis is orthogonal over c, the fractions of a
+/// neuron sum to 1), the same in both views, reported as the task view's (there s = c).
+pub fn neuron_logit_freq(model: &HookedTransformer) -> Result<NeuronFreqNorm> {
+    let w = w_logit(model); // [d_mlp, p]
+    let p = w.size()[1];
+    let coefficients = w.matmul(&fourier_basis(p)?.basis.tr()); // [d_mlp, p], column 0 the constant
+    let freqs: Vec<i64> = (1..=(p - 1) / 2).collect();
+    let rows: Vec<i64> = freqs.iter().flat_map(|&k| [FourierBasis::sin_row(k), FourierBasis::cos_row(k)]).collect();
+    let per_freq = coefficients
+        .index_select(1, &Tensor::from_slice(&rows))
+        .square()
+        .view([-1, freqs.len() as i64, 2])
+        .sum_dim_intlist(-1, false, Kind::Double); // [d_mlp, K]
+    let energy = per_freq.sum_dim_intlist(1, true, Kind::Double);
+    let norm =
+        (&per_freq / energy.clamp_min(f64::MIN_POSITIVE)).where_self(&energy.gt(0.0), &per_freq.zeros_like()).tr();
+    let (max, best) = norm.max_dim(0, false);
+    let best_freq = Vec::<i64>::try_from(best + 1)?;
+    Ok(NeuronFreqNorm { view: View::Task, max: to_vec(&max)?, best_freq, norm })
 }
