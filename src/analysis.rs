@@ -9,7 +9,9 @@ use crate::coverage::{CellCurves, Coverage};
 use crate::error::{Error, Result};
 use crate::fourier::{PerView, View};
 use crate::import::History;
-use crate::measures::{check_key_freqs, leaks, view_overlap, KeyFreqs, LogitRule, OverTraining, SinCosEnergy, Subset};
+use crate::measures::{
+    check_key_freqs, leaks, view_overlap, Directions, KeyFreqs, LogitRule, OverTraining, SinCosEnergy, Subset,
+};
 use crate::phases::{detect_phases, PhaseRule, Phases};
 
 /// What the user may fix by hand instead of detecting.
@@ -77,6 +79,9 @@ pub struct KeyFrequencies {
     pub floors: PerView<Vec<f64>>,
     /// O_k, the overlap of the two views' unit cubes at each frequency (index k − 1).
     pub view_overlap: Vec<f64>,
+    /// As many task-view frequencies as the key set, of the smallest |cos sim| outside
+    /// it: what the excluded loss's control removes.
+    pub control: Vec<i64>,
 }
 
 /// Per checkpoint. The excluded and restricted losses use the task view's key frequencies.
@@ -88,7 +93,13 @@ pub struct Series {
     pub train_accuracy: Vec<f64>,
     pub test_accuracy: Vec<f64>,
     pub excluded_loss: Vec<f64>,
+    /// The control: the excluded loss with as many non-key frequencies removed instead,
+    /// those with the smallest task-view cosine similarities ([`KeyFrequencies::control`]).
+    pub excluded_loss_control: Vec<f64>,
     pub restricted_loss: Vec<f64>,
+    /// Restricted loss over test loss: near 1 when the key frequencies carry what the
+    /// model does on the test set.
+    pub restricted_over_test: Vec<f64>,
     /// Gini coefficient of the Fourier norms of W_E (standard view, the paper's).
     pub gini_embedding: Vec<f64>,
     pub gini_embedding_task: Vec<f64>,
@@ -129,6 +140,16 @@ pub struct Analysis {
     pub keys: PerView<KeyFreqs>,
 }
 
+/// As many frequencies as `keys` holds, outside it, of the smallest |cos sim| in its
+/// evidence (ties to the lower frequency): a same-size set the model does not lean on.
+fn control_freqs(keys: &KeyFreqs) -> Vec<i64> {
+    let mut others: Vec<i64> = (1..=keys.evidence.len() as i64).filter(|k| !keys.freqs.contains(k)).collect();
+    others.sort_by(|&i, &j| keys.evidence[i as usize - 1].abs().total_cmp(&keys.evidence[j as usize - 1].abs()));
+    let mut control: Vec<i64> = others.into_iter().take(keys.freqs.len()).collect();
+    control.sort_unstable();
+    control
+}
+
 /// Measures every checkpoint of `history` once, then detects (or takes) key
 /// frequencies and phases and derives the rest from cached parts.
 pub fn analyze(history: &History, overrides: &Overrides, device: Device) -> Result<Analysis> {
@@ -151,7 +172,10 @@ pub fn analyze(history: &History, overrides: &Overrides, device: Device) -> Resu
     });
     let task_dirs = keys.task.directions();
     let excluded_loss = measures.excluded_loss(&task_dirs)?;
+    let control = control_freqs(&keys.task);
+    let excluded_loss_control = measures.excluded_loss(&Directions::new(View::Task, &control))?;
     let restricted_loss = measures.restricted_loss(&task_dirs, Subset::Test)?;
+    let restricted_over_test = restricted_loss.iter().zip(&measures.test_loss).map(|(r, t)| r / t).collect();
     let residual = keys.map(|view, key| measures.residual(view, &key.freqs));
 
     let phases = match overrides.phases {
@@ -179,6 +203,7 @@ pub fn analyze(history: &History, overrides: &Overrides, device: Device) -> Resu
         evidence: keys.map(|_, key| key.evidence.clone()),
         floors: leak.map(|_, leak| LogitRule::default().floors(task.p, leak)),
         view_overlap: view_overlap(&task),
+        control,
     };
     let over_training = Series {
         epochs: epochs.clone(),
@@ -187,7 +212,9 @@ pub fn analyze(history: &History, overrides: &Overrides, device: Device) -> Resu
         train_accuracy: measures.train_accuracy.clone(),
         test_accuracy: measures.test_accuracy.clone(),
         excluded_loss,
+        excluded_loss_control,
         restricted_loss,
+        restricted_over_test,
         gini_embedding: standard.gini_embed.clone(),
         gini_embedding_task: measures.view(View::Task).gini_embed.clone(),
         gini_logit_map: measures.gini_logit_map.clone(),

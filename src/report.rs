@@ -31,14 +31,30 @@ pub fn figures(a: &Analysis) -> Vec<Figure> {
     }
     figs.push(cell_curves(a));
     figs.push(
-        line([&s.train_loss, &s.test_loss, &s.excluded_loss, &s.restricted_loss])
+        line([&s.train_loss, &s.test_loss, &s.excluded_loss, &s.excluded_loss_control, &s.restricted_loss])
             .x(&s.epochs)
-            .labels(["train", "test", "excluded (task-view key freqs)", "restricted (test)"])
+            .labels([
+                "train",
+                "test",
+                "excluded (task-view key freqs)",
+                "excluded, control (as many other freqs)",
+                "restricted (test)",
+            ])
             .title("Excluded and restricted loss")
             .xaxis("Epoch")
             .yaxis("Loss")
             .log_y(true)
             .toggle_x()
+            .toggle_y()
+            .phase_lines(lines),
+    );
+    figs.push(
+        line(&s.restricted_over_test)
+            .x(&s.epochs)
+            .title("Restricted loss over test loss (near 1: the key frequencies carry the test predictions)")
+            .xaxis("Epoch")
+            .yaxis("Restricted / test")
+            .log_y(true)
             .toggle_y()
             .phase_lines(lines),
     );
