@@ -147,6 +147,12 @@ impl RunConfig {
         RunConfig::for_task(Task::seed())
     }
 
+    /// The TransformerLens Grokking demo's run, which the seed adapted: (a + b) mod 113
+    /// with every other setting the same.
+    pub fn grokking_demo() -> Self {
+        RunConfig::for_task(Task::power_sum(113, 1, 1))
+    }
+
     /// A name for this config's run folder, unique to the whole config: readable parts
     /// and a hash of the rest, as `p113-a4-b4-seed999-25000ep-3f2a9c01d4e7`.
     pub fn id(&self) -> String {
