@@ -751,3 +751,93 @@ fn neuron_frequencies_identifiable_on_the_output_side_only() {
     assert!((column.double_value(&[k - 1]) - 1.0).abs() < 1e-6, "{:?}", freqs.best_freq[3]);
     assert_eq!(freqs.best_freq[3], k);
 }
+
+/// A real groklens run's fixture (`tests/data/runs/make_fixtures.py`): its config,
+/// `losses.csv` at every epoch (epoch, train loss, test loss, unseen-cell test loss) and
+/// its final checkpoint.
+struct RealRun {
+    config: RunConfig,
+    epochs: Vec<i64>,
+    train_loss: Vec<f64>,
+    test_loss: Vec<f64>,
+    test_loss_unseen: Vec<f64>,
+    model: HookedTransformer,
+}
+
+fn real_run(name: &str) -> RealRun {
+    let config: RunConfig =
+        serde_json::from_str(&std::fs::read_to_string(data_path(&format!("runs/{name}_config.json"))).unwrap()).unwrap();
+    let text = std::fs::read_to_string(data_path(&format!("runs/{name}_losses.csv"))).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("epoch,train_loss,test_loss,test_loss_unseen"));
+    let rows: Vec<Vec<f64>> = lines.map(|l| l.split(',').map(|v| v.parse().unwrap()).collect()).collect();
+    let column = |i: usize| rows.iter().map(|r| r[i]).collect::<Vec<f64>>();
+    let path = std::path::PathBuf::from(data_path(&format!("runs/{name}_final.safetensors")));
+    let model = groklens::run::load_state_dict(&path, &config, Device::Cpu).unwrap();
+    RealRun {
+        epochs: rows.iter().map(|r| r[0] as i64).collect(),
+        train_loss: column(1),
+        test_loss: column(2),
+        test_loss_unseen: column(3),
+        config,
+        model,
+    }
+}
+
+impl RealRun {
+    fn phases(&self, test_loss: &[f64]) -> Phases {
+        let curves = PhaseCurves {
+            train_loss: Curve::new(&self.epochs, &self.train_loss).unwrap(),
+            test_loss: Curve::new(&self.epochs, test_loss).unwrap(),
+            test_loss_name: "test loss".into(),
+            excluded_loss: None,
+            restricted_loss: None,
+            weight_norm: None,
+        };
+        detect_phases(&curves, &PhaseRule::default())
+    }
+
+    /// Each view's key frequencies of the final model, on the floors `analyze` uses.
+    fn key_freqs(&self) -> PerView<groklens::measures::KeyFreqs> {
+        let task = self.config.task;
+        let logits = all_inputs(&self.model, &task).unwrap().logits;
+        let periodicity = PerView::new(|view| logit_periodicity(&task, view, &logits).unwrap());
+        let leak = leaks(&task, &PerView::new(|view| periodicity[view].cos_sims.clone()));
+        PerView::new(|view| LogitRule::default().detect(&periodicity[view], &leak[view]))
+    }
+}
+
+/// The seed's full run (25,000 epochs, trained by groklens): its test loss is all class
+/// lookup but for the 137 pairs in unseen cells (0.942 accuracy on them until epoch
+/// ≈7,400, 1.0 by 8,000), and it spikes by over four decades near epoch 22,900.
+#[test]
+fn phases_of_the_seed_run_are_read_on_its_unseen_cells_and_survive_its_spike() {
+    let run = real_run("seed");
+    let phases = run.phases(&run.test_loss_unseen);
+    let [m, c, k] = [phases.memorisation_end, phases.circuit_formation_end, phases.cleanup_end].map(Option::unwrap);
+    assert!(m < 1_000, "{:?}: {}", phases.lines(), phases.rule);
+    // The unseen cells' loss starts its fall before their accuracy moves (≈7,400) and
+    // ends it long before the spike.
+    assert!((5_000..7_500).contains(&c) && (c + 2_000..20_000).contains(&k), "{:?}: {}", phases.lines(), phases.rule);
+    assert_eq!(phases.events.len(), 1, "{:?}", phases.events);
+    let spike = &phases.events[0];
+    assert!((22_500..23_500).contains(&spike.peak) && spike.height_decades > 3.0, "{spike:?}");
+    assert!(spike.recovered.is_some_and(|r| r < 24_500), "{spike:?}");
+    // The same rule on the whole test set finds the lookup, not the unseen cells: its loss
+    // is 100× smaller and the fall is of other cells.
+    let all = run.phases(&run.test_loss);
+    assert_ne!(all.lines(), phases.lines(), "{}", all.rule);
+}
+
+/// The seed's final model: its logits are periodic in s = u + v, and the a + b view sees
+/// nothing above the floor its own leak from the task view sets.
+#[test]
+fn key_frequencies_of_the_seed_run_are_in_the_task_view_only() {
+    let run = real_run("seed");
+    let keys = run.key_freqs();
+    assert!(!keys.task.freqs.is_empty(), "{}", keys.task.rule);
+    assert_eq!(keys.standard.freqs, Vec::<i64>::new(), "{}", keys.standard.rule);
+    let top = keys.task.evidence.iter().map(|c| c.abs()).fold(0.0, f64::max);
+    let top_standard = keys.standard.evidence.iter().map(|c| c.abs()).fold(0.0, f64::max);
+    assert!(top > 30.0 * top_standard, "task view's largest |cos| {top}, a + b view's {top_standard}");
+}
