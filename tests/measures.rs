@@ -766,7 +766,8 @@ struct RealRun {
 
 fn real_run(name: &str) -> RealRun {
     let config: RunConfig =
-        serde_json::from_str(&std::fs::read_to_string(data_path(&format!("runs/{name}_config.json"))).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(data_path(&format!("runs/{name}_config.json"))).unwrap())
+            .unwrap();
     let text = std::fs::read_to_string(data_path(&format!("runs/{name}_losses.csv"))).unwrap();
     let mut lines = text.lines();
     assert_eq!(lines.next(), Some("epoch,train_loss,test_loss,test_loss_unseen"));
