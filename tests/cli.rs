@@ -272,3 +272,28 @@ fn analyze_rejects_a_run_too_big_to_analyse() {
         &out,
     );
 }
+
+/// A run's per-epoch test loss and accuracy on seen and unseen cells (written by the
+/// trainer) equal what the analysis recomputes from each checkpoint, as it does for an
+/// older run folder without those columns. As in the seed's loop, epoch e's test loss is
+/// computed after its step, from the weights checkpoint e holds.
+#[test]
+fn cell_curves_of_a_run_equal_those_recomputed_from_its_checkpoints() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let output = run_with(&out, &["--p", "23", "--m", "2", "--n", "2", "--frac-train", "0.1"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let run = Run::load(&out).unwrap();
+    let series = groklens::measures::OverTraining::from_run(&run, Device::Cpu).unwrap();
+    assert!(!series.coverage.unseen_test_pairs.is_empty() && !series.coverage.seen_test_pairs.is_empty());
+    for (i, &epoch) in run.checkpoint_epochs.iter().enumerate() {
+        let (recomputed, written) = (series.by_cell.at(i), run.by_cell.at(epoch as usize));
+        for (r, w) in recomputed.iter().zip(&written) {
+            assert!(
+                (r - w).abs() <= 1e-5 * w.abs().max(1.0),
+                "epoch {epoch}: {recomputed:?} recomputed, {written:?} written"
+            );
+        }
+    }
+    assert_eq!(series.by_cell.len(), 4);
+}
