@@ -148,16 +148,16 @@ mod tests {
             let task = Task::power_sum(11, 4, 4);
             let mut cfg = RunConfig::for_task(task);
             cfg.model = ModelConfig { d_model: 16, d_head: 8, n_heads: 2, d_mlp: 32, act_fn, ..cfg.model };
-            tch::manual_seed(7);
             let models: Vec<HookedTransformer> = (1..=2)
-                .map(|seed| {
-                    let model =
-                        HookedTransformer::new(&ModelConfig { seed, ..cfg.model.clone() }, Device::Cpu).unwrap();
-                    model.map_parameters(|_, t| t + 0.1 * t.randn_like())
-                })
+                .map(|seed| HookedTransformer::new(&ModelConfig { seed, ..cfg.model.clone() }, Device::Cpu).unwrap())
                 .collect();
-            let tokens = Tensor::randint(cfg.model.d_vocab, [2, 40, 3], (Kind::Int64, Device::Cpu));
-            let labels = Tensor::randint(cfg.model.d_vocab_out, [2, 40], (Kind::Int64, Device::Cpu));
+            let (models, tokens, labels) = crate::rng::seeded(7, || {
+                (
+                    models.iter().map(|m| m.map_parameters(|_, t| t + 0.1 * t.randn_like())).collect::<Vec<_>>(),
+                    Tensor::randint(cfg.model.d_vocab, [2, 40, 3], (Kind::Int64, Device::Cpu)),
+                    Tensor::randint(cfg.model.d_vocab_out, [2, 40], (Kind::Int64, Device::Cpu)),
+                )
+            });
 
             let stack = Stack::new(&models.iter().collect::<Vec<_>>()).unwrap();
             let tables = stack.tables(3, wide);

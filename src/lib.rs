@@ -32,6 +32,7 @@ pub mod plot;
 mod progress;
 pub mod pth;
 pub mod report;
+pub mod rng;
 pub mod run;
 pub mod task;
 pub mod train;

@@ -106,15 +106,16 @@ impl HookedTransformer {
     /// weights are the same whatever the device.
     pub fn new(cfg: &ModelConfig, device: Device) -> Result<Self> {
         cfg.validate()?;
-        tch::manual_seed(cfg.seed);
         let std = cfg.initializer_range();
-        let model = tch::no_grad(|| {
-            Self::build(cfg, |name, shape| {
-                let mut t = Tensor::zeros(shape, (Kind::Float, Device::Cpu));
-                if is_weight_name(name) {
-                    let _ = t.normal_(0.0, std);
-                }
-                Ok(t)
+        let model = crate::rng::seeded(cfg.seed, || {
+            tch::no_grad(|| {
+                Self::build(cfg, |name, shape| {
+                    let mut t = Tensor::zeros(shape, (Kind::Float, Device::Cpu));
+                    if is_weight_name(name) {
+                        let _ = t.normal_(0.0, std);
+                    }
+                    Ok(t)
+                })
             })
         })?;
         Ok(if device == Device::Cpu { model } else { model.to_device(device) })

@@ -143,8 +143,8 @@ impl Split {
                 "frac_train {frac_train} leaves {cutoff} of {n_pairs} pairs for training: both sets must be non-empty"
             )));
         }
-        tch::manual_seed(data_seed);
-        let perm = Vec::<i64>::try_from(Tensor::randperm(n_pairs, (Kind::Int64, Device::Cpu)))?;
+        let perm = crate::rng::seeded(data_seed, || Tensor::randperm(n_pairs, (Kind::Int64, Device::Cpu)));
+        let perm = Vec::<i64>::try_from(perm)?;
         let (train, test) = perm.split_at(cutoff as usize);
         Ok(Split { train: train.to_vec(), test: test.to_vec() })
     }

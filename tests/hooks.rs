@@ -13,7 +13,7 @@ fn small_model(n_layers: i64) -> (HookedTransformer, Tensor) {
     let cfg = ModelConfig { n_layers, d_model: 16, d_head: 8, n_heads: 2, d_mlp: 32, ..ModelConfig::for_task(&task) };
     let model = HookedTransformer::new(&cfg, Device::Cpu).unwrap();
     // Biases too, so that an intervention that forgot one would show.
-    let model = model.map_parameters(|_, t| t + 0.05 * t.randn_like());
+    let model = groklens::rng::seeded(5, || model.map_parameters(|_, t| t + 0.05 * t.randn_like()));
     (model, task.dataset())
 }
 

@@ -238,8 +238,7 @@ fn known_logit_frequencies_are_found_exactly() {
     let wave = |k: i64| {
         ((&s - &c) * k).remainder(p).to_kind(Kind::Double).multiply_scalar(2.0 * std::f64::consts::PI / p as f64).cos()
     };
-    tch::manual_seed(0);
-    let noise = Tensor::randn([p * p, p], (Kind::Double, Device::Cpu)) * 0.05;
+    let noise = groklens::rng::seeded(0, || Tensor::randn([p * p, p], (Kind::Double, Device::Cpu))) * 0.05;
     let logits = wave(4) * 3.0 + wave(7) * 2.0 + noise;
     let found = logit_periodicity(&task, View::Task, &logits).unwrap();
     let unit = ((p * p * p) as f64 / 2.0).sqrt();
