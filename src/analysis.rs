@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::fourier::{PerView, View};
 use crate::import::History;
 use crate::measures::{
-    check_key_freqs, leaks, view_overlap, Directions, KeyFreqs, LogitRule, OverTraining, SinCosEnergy, Subset,
+    check_key_freqs, view_overlap, Directions, KeyFreqs, LogitRule, OverTraining, SinCosEnergy, Subset,
 };
 use crate::phases::{detect_phases, PhaseRule, Phases};
 
@@ -162,13 +162,10 @@ pub fn analyze(history: &History, overrides: &Overrides, device: Device) -> Resu
     let measures = OverTraining::compute(&task, &history.split, epochs, |e| history.checkpoint(e, device))?;
     let last = epochs.len() - 1;
 
-    let leak = leaks(&task, &PerView::new(|view| measures.view(view).cos_sims[last].clone()));
-    let keys = PerView::new(|view| {
-        let detected = LogitRule::default().detect(&measures.view(view).at(last), &leak[view]);
-        match &overrides.key_freqs {
-            Some(freqs) => detected.overridden(freqs),
-            None => detected,
-        }
+    let detected = LogitRule::default().detect_views(&task, &PerView::new(|view| measures.view(view).at(last)));
+    let keys = detected.map(|_, detected| match &overrides.key_freqs {
+        Some(freqs) => detected.overridden(freqs),
+        None => detected.clone(),
     });
     let task_dirs = keys.task.directions();
     let excluded_loss = measures.excluded_loss(&task_dirs)?;
@@ -201,7 +198,7 @@ pub fn analyze(history: &History, overrides: &Overrides, device: Device) -> Resu
         task: keys.task.freqs.clone(),
         rule: keys.task.rule.clone(),
         evidence: keys.map(|_, key| key.evidence.clone()),
-        floors: leak.map(|_, leak| LogitRule::default().floors(task.p, leak)),
+        floors: keys.map(|_, key| key.floors.clone()),
         view_overlap: view_overlap(&task),
         control,
     };

@@ -802,8 +802,7 @@ impl RealRun {
         let task = self.config.task;
         let logits = all_inputs(&self.model, &task).unwrap().logits;
         let periodicity = PerView::new(|view| logit_periodicity(&task, view, &logits).unwrap());
-        let leak = leaks(&task, &PerView::new(|view| periodicity[view].cos_sims.clone()));
-        PerView::new(|view| LogitRule::default().detect(&periodicity[view], &leak[view]))
+        LogitRule::default().detect_views(&task, &periodicity)
     }
 }
 

@@ -32,6 +32,9 @@ pub struct KeyFreqs {
     pub threshold: f64,
     /// The score per frequency k (index k − 1) the rule looked at; empty for a set typed by hand.
     pub evidence: Vec<f64>,
+    /// The floor per frequency k (index k − 1) under which the rule takes none; empty
+    /// where the rule has no floors (neuron clusters, a set typed by hand).
+    pub floors: Vec<f64>,
 }
 
 impl KeyFreqs {
@@ -39,7 +42,14 @@ impl KeyFreqs {
     pub fn manual(view: View, freqs: &[i64]) -> Self {
         let mut freqs = freqs.to_vec();
         freqs.sort_unstable();
-        KeyFreqs { view, rule: format!("set by hand: {freqs:?}"), freqs, threshold: f64::NAN, evidence: vec![] }
+        KeyFreqs {
+            view,
+            rule: format!("set by hand: {freqs:?}"),
+            freqs,
+            threshold: f64::NAN,
+            evidence: vec![],
+            floors: vec![],
+        }
     }
 
     /// This detection with the set replaced by hand, keeping the evidence.
@@ -52,6 +62,7 @@ impl KeyFreqs {
             freqs,
             threshold: self.threshold,
             evidence: self.evidence.clone(),
+            floors: self.floors.clone(),
         }
     }
 
@@ -113,11 +124,18 @@ impl LogitRule {
             control = self.min_over_control * random_cube_level(p),
             leak_min = self.min_over_leak,
         );
-        KeyFreqs { view: periodicity.view, freqs, rule, threshold: self.share, evidence: cos.clone() }
+        KeyFreqs { view: periodicity.view, freqs, rule, threshold: self.share, evidence: cos.clone(), floors }
+    }
+
+    /// Each view's key frequencies, each on the floors that the other view's leak into it
+    /// sets ([`leaks`]): what `groklens analyze` detects.
+    pub fn detect_views(&self, task: &Task, periodicity: &PerView<LogitPeriodicity>) -> PerView<KeyFreqs> {
+        let leak = leaks(task, &periodicity.map(|_, p| p.cos_sims.clone()));
+        PerView::new(|view| self.detect(&periodicity[view], &leak[view]))
     }
 
     /// The floor at each frequency: the larger of the random-cube control and the leak.
-    pub fn floors(&self, p: i64, leak: &[f64]) -> Vec<f64> {
+    fn floors(&self, p: i64, leak: &[f64]) -> Vec<f64> {
         let control = self.min_over_control * random_cube_level(p);
         (0..(p - 1) / 2)
             .map(|i| control.max(self.min_over_leak * leak.get(i as usize).copied().unwrap_or(0.0)))
@@ -174,7 +192,7 @@ impl NeuronRule {
             share = self.min_neuron_share,
         );
         let evidence = sizes.iter().map(|&s| s as f64).collect();
-        KeyFreqs { view: freq_norm.view, freqs, rule, threshold: self.min_frac, evidence }
+        KeyFreqs { view: freq_norm.view, freqs, rule, threshold: self.min_frac, evidence, floors: vec![] }
     }
 }
 
