@@ -8,12 +8,17 @@
 //! excluded), their ratio, and the physical floor: the FLOPs of groklens's
 //! formulation per epoch over the rate this machine's libtorch reaches on the
 //! largest of its matmuls. Then the throughput of N seed-config runs (seeds 1..N)
-//! trained as one stack, in model-epochs per second, against the seed loop's.
+//! trained as one stack, in model-epochs per second, against the seed loop's. Last,
+//! early against late epochs: the same epochs from the initial weights and from the
+//! final weights of a full run (tests/data/runs: the seed task and a + b), so that a
+//! slowdown as the model trains (denormal floats, say) would show.
 
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
 use groklens::device::parse_device;
+use groklens::run::load_state_dict;
 use groklens::trainer::Trainer;
 use groklens::{HookedTransformer, RunConfig, Split};
 use tch::{Device, Kind, Tensor};
@@ -54,7 +59,18 @@ fn groklens_seconds_per_epoch(cfg: &RunConfig, split: &Split, device: Device, ep
         .collect();
     let models: Vec<HookedTransformer> =
         configs.iter().map(|c| HookedTransformer::new(&c.model, device).expect("seed config")).collect();
-    let runs: Vec<_> = configs.iter().zip(&models).map(|(c, m)| (c, m, split)).collect();
+    seconds_per_epoch(&configs, &models, split, device, epochs)
+}
+
+/// Seconds per epoch of `models` trained as one stack, after five warm-up epochs.
+fn seconds_per_epoch(
+    configs: &[RunConfig],
+    models: &[HookedTransformer],
+    split: &Split,
+    device: Device,
+    epochs: i64,
+) -> f64 {
+    let runs: Vec<_> = configs.iter().zip(models).map(|(c, m)| (c, m, split)).collect();
     let mut trainer = Trainer::stacked(&runs).expect("one shape");
     // Warm-up: on a GPU, the eager epochs and the capture of the graph.
     for _ in 0..5 {
@@ -67,6 +83,29 @@ fn groklens_seconds_per_epoch(cfg: &RunConfig, split: &Split, device: Device, ep
     }
     synchronize(device);
     start.elapsed().as_secs_f64() / epochs as f64
+}
+
+/// One run's epochs from its initial weights and from `trained` (AdamW's moments
+/// start at zero in both), alternating over `rounds`: medians, in s/epoch.
+fn early_and_late(fixture: &str, device: Device, epochs: i64, rounds: usize) -> (f64, f64) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/runs");
+    let text = std::fs::read_to_string(dir.join(format!("{fixture}_config.json"))).expect("fixture config");
+    let cfg: RunConfig = serde_json::from_str(&text).expect("a run config");
+    let split = Split::seeded(cfg.task.n_pairs(), cfg.train.frac_train, cfg.train.data_seed).expect("its split");
+    let (mut early, mut late) = (vec![], vec![]);
+    for _ in 0..rounds {
+        let init = HookedTransformer::new(&cfg.model, device).expect("its model");
+        early.push(seconds_per_epoch(std::slice::from_ref(&cfg), &[init], &split, device, epochs));
+        let trained =
+            load_state_dict(&dir.join(format!("{fixture}_final.safetensors")), &cfg, device).expect("weights");
+        late.push(seconds_per_epoch(std::slice::from_ref(&cfg), &[trained], &split, device, epochs));
+    }
+    (median(&mut early), median(&mut late))
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// GFLOP/s of a `[m, k] × [k, n]` float32 matmul on `device`.
@@ -100,10 +139,6 @@ fn main() {
         seeds.push(seed);
         ours.push(mine);
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     let (seed, mine) = (median(&mut seeds), median(&mut ours));
     println!(
         "median over {rounds} rounds of {epochs} epochs on {device_name}: seed loop {seed:.4} s/epoch, groklens {mine:.4} s/epoch, ratio {:.1}× (25,000 epochs: {:.0} s vs {:.0} s)",
@@ -142,6 +177,14 @@ fn main() {
             per_epoch,
             n as f64 / per_epoch,
             1.0 / seed
+        );
+    }
+
+    for (fixture, task) in [("seed", "(a^4 + b^4) mod 113"), ("a_plus_b", "(a + b) mod 113")] {
+        let (early, late) = early_and_late(fixture, device, epochs, rounds);
+        println!(
+            "{task}: from the initial weights {early:.4} s/epoch, from the weights after 25,000 epochs {late:.4} s/epoch, late/early {:.2}",
+            late / early
         );
     }
 }
