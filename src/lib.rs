@@ -34,6 +34,7 @@ pub mod pth;
 pub mod report;
 pub mod rng;
 pub mod run;
+pub mod sweep;
 pub mod task;
 pub mod train;
 pub mod trainer;

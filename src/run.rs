@@ -447,12 +447,12 @@ fn read_optimizer_state(path: &Path) -> Result<AdamWState> {
     Ok(AdamWState { step: step.int64_value(&[0]), moments })
 }
 
-fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+pub(crate) fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(value).map_err(|e| Error::format(e.to_string()))?;
     fs::write(path, text + "\n").map_err(|e| Error::io(path, e))
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     serde_json::from_str(&text).map_err(|e| Error::format(format!("{}: {e}", path.display())))
 }

@@ -7,12 +7,16 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use groklens::analysis::Overrides;
 use groklens::device::parse_device;
-use groklens::grid::Grid;
+use groklens::grid::{cross, Grid};
 use groklens::import::read_history;
 use groklens::memory::{analysis_bytes, check_fits, check_training_fits};
 use groklens::report::write_report;
 use groklens::run::{check_empty_or_absent, create_grid, grid_folders, load_state_dict, write_atomic};
 use groklens::tch::Device;
+use groklens::sweep::collect::collect;
+use groklens::sweep::shard::run_shard;
+use groklens::sweep::slurm::{submit, write_scripts, ArrayLayout};
+use groklens::sweep::{Plan, Shard, Sweep};
 use groklens::train::{train_stacked, Observer, Resume};
 use groklens::{Error, HookedTransformer, Run, RunConfig, RunWriter, Split, Task, Term};
 
@@ -31,6 +35,65 @@ enum Command {
     /// Analyse a run folder, a TransformerLens state dict (.safetensors) or a grokking
     /// demo .pth file: writes analysis.json and report.html.
     Analyze(AnalyzeArgs),
+    /// Many runs: plan them from a TOML file of axes, train them in shards (on one
+    /// machine, a Slurm job array or a Kubernetes indexed Job), collect a report.
+    #[command(subcommand)]
+    Sweep(SweepCommand),
+}
+
+#[derive(Subcommand)]
+enum SweepCommand {
+    /// Expand SWEEP.toml's axes into DIR/sweep.json: a fixed, ordered list of runs.
+    Plan {
+        sweep: PathBuf,
+        /// The sweep folder; absent, empty, or holding this same plan.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Train shard K of N (runs i with i mod N = K), skipping finished and failed runs
+    /// and continuing unfinished ones. K/N come from --shard, or from Slurm's
+    /// SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT, or from JOB_COMPLETION_INDEX with --shards N.
+    Run {
+        dir: PathBuf,
+        /// K/N, e.g. 0/4.
+        #[arg(long, conflicts_with = "shards")]
+        shard: Option<String>,
+        /// N, with the index K from the environment.
+        #[arg(long)]
+        shards: Option<usize>,
+        /// At most this many runs train together.
+        #[arg(long, default_value_t = 16)]
+        stack: usize,
+        /// cpu, cuda or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+    /// Write a Slurm job array over the sweep and a collect job after it, and submit both.
+    Slurm {
+        dir: PathBuf,
+        /// Array tasks; every run its own task by default.
+        #[arg(long)]
+        shards: Option<usize>,
+        /// At most M tasks at once.
+        #[arg(long)]
+        array_parallelism: Option<usize>,
+        #[arg(long, default_value_t = 16)]
+        stack: usize,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Write the scripts only.
+        #[arg(long)]
+        no_submit: bool,
+        /// sbatch options for both jobs, after `--`: -- --partition=gpu --time=2:00:00
+        #[arg(last = true)]
+        sbatch: Vec<String>,
+    },
+    /// Write DIR/results.json and DIR/report.html from the runs as they stand.
+    Collect {
+        dir: PathBuf,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
 }
 
 #[derive(Args)]
@@ -168,16 +231,15 @@ fn train(args: TrainArgs) -> Result<(), Error> {
 fn grid(args: &TrainArgs) -> Result<Vec<RunConfig>, Error> {
     let exponents = |name, values: &[i64]| values.iter().map(|&v| exponent(name, v)).collect::<Result<Vec<_>, _>>();
     Grid {
-        p: args.p,
-        m: exponents("m", &args.m)?,
-        n: exponents("n", &args.n)?,
+        p: vec![args.p],
+        exponents: cross(&exponents("m", &args.m)?, &exponents("n", &args.n)?),
         frac_train: args.frac_train.clone(),
         data_seed: args.data_seed.clone(),
         seed: args.seed.0.clone(),
         lr: args.lr.clone(),
         weight_decay: args.weight_decay.clone(),
-        epochs: args.epochs,
-        checkpoint_every: args.checkpoint_every,
+        epochs: vec![args.epochs],
+        checkpoint_every: vec![args.checkpoint_every],
     }
     .configs()
 }
@@ -272,6 +334,71 @@ fn analyze(args: AnalyzeArgs) -> Result<(), Error> {
     Ok(())
 }
 
+fn sweep(command: SweepCommand) -> Result<(), Error> {
+    match command {
+        SweepCommand::Plan { sweep, out } => {
+            let text = std::fs::read_to_string(&sweep).map_err(|e| Error::config(format!("{}: {e}", sweep.display())))?;
+            let plan = Plan::from_toml(&text).map_err(|e| Error::config(format!("{}: {e}", sweep.display())))?;
+            let planned = Sweep::create(&out, plan)?;
+            eprintln!("groklens: planned {} runs into {}", planned.plan.runs.len(), out.display());
+        }
+        SweepCommand::Run { dir, shard, shards, stack, device } => {
+            let sweep = Sweep::open(&dir)?;
+            let shard = match shard {
+                Some(text) => Shard::parse(&text)?,
+                None => Shard::from_env(|name| std::env::var(name).ok(), shards)?,
+            };
+            let s = run_shard(&sweep, shard, stack, parse_device(&device)?)?;
+            eprintln!(
+                "groklens: shard {}/{} of {}: {} runs: {} trained now, {} finished before, {} failed, {} held by another process",
+                shard.index,
+                shard.count,
+                dir.display(),
+                s.runs,
+                s.trained,
+                s.already_finished,
+                s.failed.len(),
+                s.busy.len()
+            );
+            for (id, why) in &s.failed {
+                eprintln!("groklens: failed: {id}: {why}");
+            }
+        }
+        SweepCommand::Slurm { dir, shards, array_parallelism, stack, device, no_submit, sbatch } => {
+            let sweep = Sweep::open(&dir)?;
+            parse_device(&device)?;
+            let shards = shards.unwrap_or(sweep.plan.runs.len());
+            let exe = std::env::current_exe().map_err(|e| Error::config(format!("cannot find this binary: {e}")))?;
+            let layout = ArrayLayout { shards, parallelism: array_parallelism, stack, device, sbatch };
+            let scripts = write_scripts(&sweep, &exe, &layout)?;
+            if no_submit {
+                eprintln!(
+                    "groklens: wrote {} and {}; submit with\n  jid=$(sbatch --parsable {})\n  sbatch --dependency=afterok:$jid {}",
+                    scripts.train.display(),
+                    scripts.collect.display(),
+                    scripts.train.display(),
+                    scripts.collect.display()
+                );
+            } else {
+                let (train, collect) = submit(&scripts)?;
+                eprintln!("groklens: submitted array job {train} ({shards} shards) and collect job {collect} after it");
+                println!("{train} {collect}");
+            }
+        }
+        SweepCommand::Collect { dir, device } => {
+            let sweep = Sweep::open(&dir)?;
+            let results = collect(&sweep, parse_device(&device)?)?;
+            let finished = results.runs.iter().filter(|r| r.learned.is_some()).count();
+            eprintln!(
+                "groklens: collected {} runs ({finished} finished) into {} and report.html",
+                results.runs.len(),
+                sweep.results_path().display()
+            );
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -289,6 +416,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Train(args) => train(args),
         Command::Analyze(args) => analyze(args),
+        Command::Sweep(command) => sweep(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

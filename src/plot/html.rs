@@ -127,6 +127,6 @@ pub fn write_html(path: impl AsRef<Path>, figs: &[Figure], title: &str) -> std::
     std::fs::write(path, to_standalone_html(figs, title))
 }
 
-fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }

@@ -20,6 +20,7 @@ mod matrix;
 mod slider;
 
 pub use charts::{imshow, imshow_facets, line, scatter, RDBU};
+pub(crate) use html::escape;
 pub use html::{
     display_text, init_notebook, init_notebook_html, plotly_js, show_all, to_standalone_html, unique_id, write_html,
 };
