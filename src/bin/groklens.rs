@@ -12,11 +12,11 @@ use groklens::import::read_history;
 use groklens::memory::{analysis_bytes, check_fits, check_training_fits};
 use groklens::report::write_report;
 use groklens::run::{check_empty_or_absent, create_grid, grid_folders, load_state_dict, write_atomic};
-use groklens::tch::Device;
 use groklens::sweep::collect::collect;
 use groklens::sweep::shard::run_shard;
 use groklens::sweep::slurm::{submit, write_scripts, ArrayLayout};
 use groklens::sweep::{Plan, Shard, Sweep};
+use groklens::tch::Device;
 use groklens::train::{train_stacked, Observer, Resume};
 use groklens::{Error, HookedTransformer, Run, RunConfig, RunWriter, Split, Task, Term};
 
@@ -337,7 +337,8 @@ fn analyze(args: AnalyzeArgs) -> Result<(), Error> {
 fn sweep(command: SweepCommand) -> Result<(), Error> {
     match command {
         SweepCommand::Plan { sweep, out } => {
-            let text = std::fs::read_to_string(&sweep).map_err(|e| Error::config(format!("{}: {e}", sweep.display())))?;
+            let text =
+                std::fs::read_to_string(&sweep).map_err(|e| Error::config(format!("{}: {e}", sweep.display())))?;
             let plan = Plan::from_toml(&text).map_err(|e| Error::config(format!("{}: {e}", sweep.display())))?;
             let planned = Sweep::create(&out, plan)?;
             eprintln!("groklens: planned {} runs into {}", planned.plan.runs.len(), out.display());

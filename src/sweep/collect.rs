@@ -164,7 +164,9 @@ fn learned(run: &Run, device: Device) -> Result<Learned> {
     let (unseen, seen) = (coverage.unseen_test_pairs.len() as f64, coverage.seen_test_pairs.len() as f64);
     let weighted = |acc: f64, n: f64| if n > 0.0 { acc * n } else { 0.0 };
     let test_acc: Vec<f64> = (0..cells.len())
-        .map(|e| (weighted(cells.test_acc_seen[e], seen) + weighted(cells.test_acc_unseen[e], unseen)) / (seen + unseen))
+        .map(|e| {
+            (weighted(cells.test_acc_seen[e], seen) + weighted(cells.test_acc_unseen[e], unseen)) / (seen + unseen)
+        })
         .collect();
     let thresholds = |acc: &[f64]| ACCURACY_THRESHOLDS.iter().map(|&t| first_reaching(acc, t)).collect::<Vec<_>>();
     let labels = task.labels();

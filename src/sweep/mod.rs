@@ -52,9 +52,13 @@ pub struct Sweep {
 pub enum RunState {
     NotStarted,
     /// Epochs trained (up to its last checkpoint) of the run's total.
-    Unfinished { epochs: i64 },
+    Unfinished {
+        epochs: i64,
+    },
     Finished,
-    Failed { why: String },
+    Failed {
+        why: String,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -157,7 +161,8 @@ impl Sweep {
         let folder = self.dir.join(LOCKS);
         fs::create_dir_all(&folder).map_err(|e| Error::io(&folder, e))?;
         let path = folder.join(id);
-        let file = File::options().create(true).truncate(false).write(true).open(&path).map_err(|e| Error::io(&path, e))?;
+        let file =
+            File::options().create(true).truncate(false).write(true).open(&path).map_err(|e| Error::io(&path, e))?;
         // SAFETY: flock on a descriptor this function owns; no memory is shared.
         match unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } {
             0 => Ok(Some(RunLock { _file: file })),

@@ -23,19 +23,8 @@ use crate::error::{Error, Result};
 use crate::grid::{cross, Grid};
 
 /// The axes a sweep file may set, in the order the plan nests them (first slowest).
-pub const AXES: [&str; 11] = [
-    "p",
-    "m",
-    "n",
-    "exponents",
-    "frac_train",
-    "data_seed",
-    "lr",
-    "weight_decay",
-    "epochs",
-    "checkpoint_every",
-    "seed",
-];
+pub const AXES: [&str; 11] =
+    ["p", "m", "n", "exponents", "frac_train", "data_seed", "lr", "weight_decay", "epochs", "checkpoint_every", "seed"];
 
 /// The most runs one plan may hold: past this a typo (a range of a million seeds) is likelier than a plan.
 const MAX_RUNS: usize = 100_000;
@@ -198,7 +187,8 @@ impl Shard {
             return Shard::new(index, total);
         }
         if let Some(index) = number("JOB_COMPLETION_INDEX")? {
-            let total = count.ok_or_else(|| Error::config("JOB_COMPLETION_INDEX needs --shards N (the Job's completions)"))?;
+            let total =
+                count.ok_or_else(|| Error::config("JOB_COMPLETION_INDEX needs --shards N (the Job's completions)"))?;
             return Shard::new(index, total);
         }
         match count {
@@ -240,8 +230,9 @@ fn int_axis(name: &str, v: &Value) -> Result<Vec<i64>> {
             .collect::<Result<_>>()?,
         Value::String(range) => {
             let (a, b) = range.split_once("..").ok_or_else(|| bad(&format!("`{range}` is not a range a..b")))?;
-            let number =
-                |s: &str| s.trim().parse::<i64>().map_err(|_| bad(&format!("`{s}` in `{range}` is not a whole number")));
+            let number = |s: &str| {
+                s.trim().parse::<i64>().map_err(|_| bad(&format!("`{s}` in `{range}` is not a whole number")))
+            };
             let (a, b) = (number(a)?, number(b.trim_start_matches('='))?);
             if a > b || b - a >= MAX_RUNS as i64 {
                 return Err(bad(&format!("`{range}` is empty or too long")));
@@ -327,7 +318,10 @@ mod tests {
 
     #[test]
     fn axes_expand_in_order_with_ids_from_configs() {
-        let plan = Plan::from_toml("p = 23\nm = [2, 3]\nseed = \"1..2\"\nlr = { from = 1e-4, to = 1e-2, steps = 3, log = true }\nepochs = 10").unwrap();
+        let plan = Plan::from_toml(
+            "p = 23\nm = [2, 3]\nseed = \"1..2\"\nlr = { from = 1e-4, to = 1e-2, steps = 3, log = true }\nepochs = 10",
+        )
+        .unwrap();
         assert_eq!(plan.runs.len(), 2 * 2 * 3);
         let first = &plan.runs[0].config;
         assert_eq!((first.task.p, first.task.g.power, first.task.h.power, first.model.seed), (23, 2, 4, 1));
@@ -370,9 +364,13 @@ mod tests {
         let env = |vars: &'static [(&'static str, &'static str)]| {
             move |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
         };
-        let slurm = env(&[("SLURM_ARRAY_TASK_ID", "5"), ("SLURM_ARRAY_TASK_MIN", "1"), ("SLURM_ARRAY_TASK_COUNT", "8")]);
+        let slurm =
+            env(&[("SLURM_ARRAY_TASK_ID", "5"), ("SLURM_ARRAY_TASK_MIN", "1"), ("SLURM_ARRAY_TASK_COUNT", "8")]);
         assert_eq!(Shard::from_env(slurm, None).unwrap(), Shard { index: 4, count: 8 });
-        assert_eq!(Shard::from_env(env(&[("JOB_COMPLETION_INDEX", "2")]), Some(3)).unwrap(), Shard { index: 2, count: 3 });
+        assert_eq!(
+            Shard::from_env(env(&[("JOB_COMPLETION_INDEX", "2")]), Some(3)).unwrap(),
+            Shard { index: 2, count: 3 }
+        );
         assert!(Shard::from_env(env(&[("JOB_COMPLETION_INDEX", "2")]), None).is_err());
         assert_eq!(Shard::from_env(env(&[]), None).unwrap(), Shard { index: 0, count: 1 });
         assert!(Shard::parse("3/3").is_err() && Shard::parse("x").is_err());

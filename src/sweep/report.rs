@@ -22,7 +22,9 @@ struct Measure {
 }
 
 const MEASURES: [Measure; 3] = [
-    Measure { title: "first epoch with test accuracy ≥ 0.99", value: |l| l.test_acc_first_epoch[1].map(|e| e as f64) },
+    Measure {
+        title: "first epoch with test accuracy ≥ 0.99", value: |l| l.test_acc_first_epoch[1].map(|e| e as f64)
+    },
     Measure {
         title: "first epoch with unseen-cell test accuracy ≥ 0.99",
         value: |l| l.unseen_acc_first_epoch.as_ref().and_then(|u| u[1]).map(|e| e as f64),
@@ -132,7 +134,11 @@ fn heatmap(results: &Results, finished: &[&RunResult], x: &str, y: &str, measure
         "yaxis": {"title": {"text": y}, "type": "category"},
     });
     let threshold = if measure.title.contains("sine") { String::new() } else { format!(" (threshold {LEARNED})") };
-    Some(fig.title(format!("{}{threshold} over {x}{}", measure.title, if y.is_empty() { "".into() } else { format!(" × {y}") })))
+    Some(fig.title(format!(
+        "{}{threshold} over {x}{}",
+        measure.title,
+        if y.is_empty() { "".into() } else { format!(" × {y}") }
+    )))
 }
 
 /// Three significant digits.

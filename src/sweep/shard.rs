@@ -92,7 +92,10 @@ fn stacks(pending: Vec<Pending>, size: usize) -> Vec<Vec<Pending>> {
     let key = |p: &Pending| {
         let (c, t) = (&p.run.config, &p.run.config.train);
         // Everything Trainer::stacked requires to be shared, and the starting epoch.
-        format!("{:?}", (ModelConfig { seed: 0, ..c.model.clone() }, c.task.p, t.num_epochs, t.checkpoint_every, t.betas, p.from))
+        format!(
+            "{:?}",
+            (ModelConfig { seed: 0, ..c.model.clone() }, c.task.p, t.num_epochs, t.checkpoint_every, t.betas, p.from)
+        )
     };
     let mut groups: Vec<(String, Vec<Vec<Pending>>)> = Vec::new();
     for p in pending {
@@ -153,8 +156,7 @@ fn train_stack(
         return Ok(());
     }
     let configs: Vec<&RunConfig> = opened.iter().map(|(run, _, _)| &run.config).collect();
-    check_training_fits(&configs, device)
-        .map_err(|e| Error::config(format!("{e}; give a smaller --stack")))?;
+    check_training_fits(&configs, device).map_err(|e| Error::config(format!("{e}; give a smaller --stack")))?;
     let from = group[0].from.map_or(0, |e| e + 1);
     eprintln!(
         "groklens: shard {}/{}: training {} run(s) of p = {} from epoch {from}: {}",
