@@ -46,7 +46,7 @@ pub enum Phase {
 impl Phase {
     pub const ALL: [Phase; 4] = [Phase::Comprehension, Phase::Grokking, Phase::Memorization, Phase::Confusion];
     pub const RULE: &'static str = "confusion: train accuracy never reaches 0.99; memorization: it does, test \
-        accuracy never does; grokking: test accuracy reaches 0.99 at epoch E_test ≥ 2·E_train + 1 and \
+        accuracy never does; grokking: test accuracy reaches 0.99 at epoch E_test > 2·E_train and \
         E_test − E_train ≥ the checkpoint interval, E_train the first checkpoint with train accuracy ≥ 0.99; \
         comprehension: earlier than that";
 
@@ -54,7 +54,7 @@ impl Phase {
         match (train_at, test_at) {
             (None, _) => Phase::Confusion,
             (Some(_), None) => Phase::Memorization,
-            (Some(tr), Some(te)) if te >= 2 * tr + 1 && te - tr >= checkpoint_every => Phase::Grokking,
+            (Some(tr), Some(te)) if te > 2 * tr && te - tr >= checkpoint_every => Phase::Grokking,
             _ => Phase::Comprehension,
         }
     }
