@@ -70,7 +70,7 @@ fn page(results: &Results) -> String {
          [min–max] and how many runs reached the threshold; a run that never reached it counts as later than \
          any that did, and a cell whose median run never did says <b>never</b>. The sine share is sin / (sin + cos) \
          of the Fourier energy of W_E over a; below {cos_only} the embedding uses only cosines; the initial \
-         weights (the control) give about 0.5.</p>\n{charts}\n<h2>By exponents (m, n)</h2>\n{by_exponents}\n\
+         weights (the control) give about 0.5.</p>\n{charts}\n<h2>By exponents (m, n): which runs use only cosines (the seed claims every even m = n does)</h2>\n{by_exponents}\n\
          <h2>Every run</h2>\n{table}\n</body>\n</html>\n",
         js = plotly_js(),
         runs = results.runs.len(),
@@ -141,12 +141,13 @@ fn heatmap(results: &Results, finished: &[&RunResult], x: &str, y: &str, measure
     )))
 }
 
-/// Three significant digits.
+/// Three significant digits (whole numbers as they are).
 fn short(v: f64) -> String {
-    match v.abs() >= 100.0 || v == v.trunc() {
-        true => format!("{v:.0}"),
-        false => format!("{v:.3}"),
+    if v == v.trunc() || v.abs() >= 100.0 || !v.is_finite() {
+        return format!("{v:.0}");
     }
+    let decimals = (2 - v.abs().log10().floor() as i32).max(0) as usize;
+    format!("{v:.decimals$}")
 }
 
 /// Per (m, n): how many runs use only cosines, their sine shares, and their phases.
@@ -234,5 +235,9 @@ mod tests {
         assert_eq!(median(&mut [Some(3.0), None, Some(1.0)]), Some(3.0));
         assert_eq!(median(&mut [None, None, Some(1.0)]), None);
         assert_eq!(median(&mut [Some(2.0), Some(1.0)]), Some(1.0));
+        assert_eq!(
+            [short(0.000612), short(0.0121), short(0.487), short(12.34), short(1164.0)],
+            ["0.000612", "0.0121", "0.487", "12.3", "1164"]
+        );
     }
 }
