@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use tch::Device;
 
-use super::{PlannedRun, RunState, Sweep};
+use super::plan::axis_values;
+use super::{RunState, Sweep};
 use crate::coverage::Coverage;
 use crate::error::{Error, Result};
 use crate::fourier::{PerView, View};
@@ -124,29 +125,12 @@ pub fn collect(sweep: &Sweep, device: Device) -> Result<Results> {
             RunState::Finished => Some(learned(&Run::load(sweep.run_dir(&planned.id))?, device)?),
             _ => None,
         };
-        runs.push(RunResult { id: planned.id.clone(), at: axis_values(planned), state, learned });
+        runs.push(RunResult { id: planned.id.clone(), at: axis_values(&planned.config), state, learned });
     }
-    let results =
-        Results { axes: sweep.plan.axes.clone(), phase_rule: Phase::RULE, cosine_only_below: COSINE_ONLY, runs };
+    let results = Results { axes: sweep.plan.axes(), phase_rule: Phase::RULE, cosine_only_below: COSINE_ONLY, runs };
     sweep.write_atomic(super::RESULTS, |path| write_json(path, &results))?;
     sweep.write_atomic(super::REPORT, |path| super::report::write(path, &results))?;
     Ok(results)
-}
-
-/// A run's value on each axis, spelled as [`super::Plan::axes`] spells them.
-fn axis_values(run: &PlannedRun) -> BTreeMap<String, String> {
-    let (c, t) = (&run.config, &run.config.train);
-    BTreeMap::from([
-        ("p".to_string(), c.task.p.to_string()),
-        ("exponents".into(), format!("{},{}", c.task.g.power, c.task.h.power)),
-        ("frac_train".into(), t.frac_train.to_string()),
-        ("data_seed".into(), t.data_seed.to_string()),
-        ("seed".into(), c.model.seed.to_string()),
-        ("lr".into(), t.lr.to_string()),
-        ("weight_decay".into(), t.weight_decay.to_string()),
-        ("epochs".into(), t.num_epochs.to_string()),
-        ("checkpoint_every".into(), t.checkpoint_every.to_string()),
-    ])
 }
 
 /// The first index whose value reaches `threshold`.

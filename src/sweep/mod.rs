@@ -3,7 +3,7 @@
 //! report. A sweep is a folder, and this module alone names its files:
 //!
 //! ```text
-//! sweep.json          the plan (plan::Plan): its axes, and its runs in order, each an id and a config
+//! sweep.json          the plan (plan::Plan): its runs in order, each an id and a config
 //! runs/<id>/          each run's folder (crate::run)
 //! failed/<id>.json    why a run failed; it is not tried again while this is there
 //! locks/<id>          held (flock) by the process training that run

@@ -32,8 +32,6 @@ const MAX_RUNS: usize = 100_000;
 /// The plan, as `sweep.json` holds it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
-    /// Each axis's values as planned, for the report's axes (`exponents` as "m,n").
-    pub axes: BTreeMap<String, Vec<String>>,
     pub runs: Vec<PlannedRun>,
 }
 
@@ -103,18 +101,22 @@ impl Plan {
             return Err(Error::config(format!("the axes make more than {MAX_RUNS} runs")));
         }
         let runs = grid.configs()?.into_iter().map(|config| PlannedRun { id: config.id(), config }).collect();
-        let axes = BTreeMap::from([
-            ("p".to_string(), strings(&grid.p)),
-            ("exponents".into(), grid.exponents.iter().map(|(m, n)| format!("{m},{n}")).collect()),
-            ("frac_train".into(), strings(&grid.frac_train)),
-            ("data_seed".into(), strings(&grid.data_seed)),
-            ("seed".into(), strings(&grid.seed)),
-            ("lr".into(), strings(&grid.lr)),
-            ("weight_decay".into(), strings(&grid.weight_decay)),
-            ("epochs".into(), strings(&grid.epochs)),
-            ("checkpoint_every".into(), strings(&grid.checkpoint_every)),
-        ]);
-        Ok(Plan { axes, runs })
+        Ok(Plan { runs })
+    }
+
+    /// Each axis's values in plan order (the order the file gave them), spelled as
+    /// [`axis_values`] spells them.
+    pub fn axes(&self) -> BTreeMap<String, Vec<String>> {
+        let mut axes: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for run in &self.runs {
+            for (axis, value) in axis_values(&run.config) {
+                let values = axes.entry(axis).or_default();
+                if !values.contains(&value) {
+                    values.push(value);
+                }
+            }
+        }
+        axes
     }
 
     /// Checks a plan read from disk (possibly edited, possibly hostile): every id a
@@ -211,8 +213,20 @@ fn shown(v: &Value) -> String {
     }
 }
 
-fn strings<T: ToString>(values: &[T]) -> Vec<String> {
-    values.iter().map(T::to_string).collect()
+/// A run's value on each axis (`exponents` as "m,n").
+pub fn axis_values(config: &RunConfig) -> BTreeMap<String, String> {
+    let t = &config.train;
+    BTreeMap::from([
+        ("p".to_string(), config.task.p.to_string()),
+        ("exponents".into(), format!("{},{}", config.task.g.power, config.task.h.power)),
+        ("frac_train".into(), t.frac_train.to_string()),
+        ("data_seed".into(), t.data_seed.to_string()),
+        ("seed".into(), config.model.seed.to_string()),
+        ("lr".into(), t.lr.to_string()),
+        ("weight_decay".into(), t.weight_decay.to_string()),
+        ("epochs".into(), t.num_epochs.to_string()),
+        ("checkpoint_every".into(), t.checkpoint_every.to_string()),
+    ])
 }
 
 fn exponent(name: &str, x: i64) -> Result<u32> {
@@ -330,7 +344,8 @@ mod tests {
         assert_eq!(lrs, [1e-4, 1e-3, 1e-2]);
         assert!(plan.runs.iter().all(|r| r.id == r.config.id()));
         plan.validate().unwrap();
-        assert_eq!(plan.axes["exponents"], ["2,4", "3,4"]);
+        assert_eq!(plan.axes()["exponents"], ["2,4", "3,4"]);
+        assert_eq!(plan.axes()["lr"], ["0.0001", "0.001", "0.01"]);
     }
 
     #[test]
