@@ -120,9 +120,9 @@ pub struct Learned {
 pub fn collect(sweep: &Sweep, device: Device) -> Result<Results> {
     let mut runs = Vec::new();
     for planned in &sweep.plan.runs {
-        let state = sweep.state(planned)?;
-        let learned = match state {
-            RunState::Finished => Some(learned(&Run::load(sweep.run_dir(&planned.id))?, device)?),
+        let (state, run) = sweep.state(planned)?;
+        let learned = match (&state, run) {
+            (RunState::Finished, Some(run)) => Some(learned(&run, device)?),
             _ => None,
         };
         runs.push(RunResult { id: planned.id.clone(), at: axis_values(&planned.config), state, learned });

@@ -114,28 +114,30 @@ impl Sweep {
         self.dir.join(SLURM)
     }
 
-    /// Where run `run` stands, from its files. A run folder that cannot be read, or
-    /// holds another config, counts as failed.
-    pub fn state(&self, run: &PlannedRun) -> Result<RunState> {
+    /// Where run `run` stands, from its files, with its folder as read when it has
+    /// one. A run folder that cannot be read, or holds another config, counts as failed.
+    pub fn state(&self, run: &PlannedRun) -> Result<(RunState, Option<Run>)> {
         if let Some(why) = self.failure(&run.id)? {
-            return Ok(RunState::Failed { why });
+            return Ok((RunState::Failed { why }, None));
         }
         let dir = self.run_dir(&run.id);
         if check_empty_or_absent(&dir).is_ok() {
-            return Ok(RunState::NotStarted);
+            return Ok((RunState::NotStarted, None));
         }
         let loaded = match Run::load(&dir) {
             Ok(loaded) => loaded,
             Err(e @ Error::Io { .. }) => return Err(e),
-            Err(e) => return Ok(RunState::Failed { why: format!("its folder cannot be read: {e}") }),
+            Err(e) => return Ok((RunState::Failed { why: format!("its folder cannot be read: {e}") }, None)),
         };
         if loaded.config != run.config {
-            return Ok(RunState::Failed { why: format!("{} holds a run of another config", dir.display()) });
+            let why = format!("{} holds a run of another config", dir.display());
+            return Ok((RunState::Failed { why }, None));
         }
-        Ok(match loaded.is_finished() {
+        let state = match loaded.is_finished() {
             true => RunState::Finished,
             false => RunState::Unfinished { epochs: loaded.resume_points()?.last().map_or(0, |e| e + 1) },
-        })
+        };
+        Ok((state, Some(loaded)))
     }
 
     /// Why run `id` failed, if it did.

@@ -56,23 +56,23 @@ pub fn run_shard(sweep: &Sweep, shard: Shard, stack: usize, device: Device) -> R
         };
         // Read under the lock: another shard may have just finished it.
         let why = match sweep.state(run)? {
-            RunState::Finished => {
+            (RunState::Finished, _) => {
                 summary.already_finished += 1;
                 continue;
             }
-            RunState::Failed { why } => {
+            (RunState::Failed { why }, _) => {
                 summary.failed.push((run.id.clone(), why));
                 continue;
             }
-            RunState::NotStarted => match run.config.validate() {
+            (RunState::NotStarted, _) => match run.config.validate() {
                 Ok(()) => {
                     pending.push(Pending { run, _lock: lock, existing: None, from: None });
                     continue;
                 }
                 Err(e) => format!("its config is impossible: {e}"),
             },
-            RunState::Unfinished { .. } => {
-                let existing = Run::load(sweep.run_dir(&run.id))?;
+            (RunState::Unfinished { .. }, existing) => {
+                let existing = existing.expect("an unfinished run has its folder");
                 let from = existing.resume_points()?.last().copied();
                 pending.push(Pending { run, _lock: lock, existing: Some(existing), from });
                 continue;
