@@ -15,21 +15,31 @@ use super::RunState;
 use crate::error::{Error, Result};
 use crate::plot::{escape, plotly_js, Figure};
 
-/// A measure drawn over two axes: its name and its value for a run (`None`: never reached).
+/// A measure drawn over two axes: its name, whether it is a first epoch over
+/// [`LEARNED`], and its value for a run: `None` where it does not apply to the run (no
+/// test pair in an unseen cell), `Some(None)` where the run never reached the threshold.
 struct Measure {
     title: &'static str,
-    value: fn(&Learned) -> Option<f64>,
+    thresholded: bool,
+    value: fn(&Learned) -> Option<Option<f64>>,
 }
 
 const MEASURES: [Measure; 3] = [
     Measure {
-        title: "first epoch with test accuracy ≥ 0.99", value: |l| l.test_acc_first_epoch[1].map(|e| e as f64)
+        title: "first epoch with test accuracy ≥ 0.99",
+        thresholded: true,
+        value: |l| Some(l.test_acc_first_epoch[1].map(|e| e as f64)),
     },
     Measure {
         title: "first epoch with unseen-cell test accuracy ≥ 0.99",
-        value: |l| l.unseen_acc_first_epoch.as_ref().and_then(|u| u[1]).map(|e| e as f64),
+        thresholded: true,
+        value: |l| l.unseen_acc_first_epoch.as_ref().map(|u| u[1].map(|e| e as f64)),
     },
-    Measure { title: "sine share of the embedding's energy (standard view)", value: |l| Some(l.sine_share) },
+    Measure {
+        title: "sine share of the embedding's energy (standard view)",
+        thresholded: false,
+        value: |l| Some(Some(l.sine_share)),
+    },
 ];
 
 pub(super) fn write(path: &Path, results: &Results) -> Result<()> {
@@ -68,7 +78,8 @@ fn page(results: &Results) -> String {
          <p>Phases (Liu et al. 2022, thresholds here): {rule}.</p>\n\
          <p>Heatmaps: each cell is the median over the seeds and over every axis not drawn, with the range \
          [min–max] and how many runs reached the threshold; a run that never reached it counts as later than \
-         any that did, and a cell whose median run never did says <b>never</b>. The sine share is sin / (sin + cos) \
+         any that did, and a cell whose median run never did says <b>never</b>; n/a: no finished run there has the \
+         measure (for unseen cells: no test pair in one). The sine share is sin / (sin + cos) \
          of the Fourier energy of W_E over a; below {cos_only} the embedding uses only cosines; the initial \
          weights (the control) give about 0.5.</p>\n{charts}\n<h2>By exponents (m, n): which runs use only cosines (the seed claims every even m = n does)</h2>\n{by_exponents}\n\
          <h2>Every run</h2>\n{table}\n</body>\n</html>\n",
@@ -105,13 +116,15 @@ fn heatmap(results: &Results, finished: &[&RunResult], x: &str, y: &str, measure
         let learned = run.learned.as_ref().expect("finished runs have results");
         let i = xs.iter().position(|v| *v == run.at[x])?;
         let j = if y.is_empty() { 0 } else { ys.iter().position(|v| *v == run.at[y])? };
-        cells.entry((j, i)).or_default().push((measure.value)(learned));
+        if let Some(value) = (measure.value)(learned) {
+            cells.entry((j, i)).or_default().push(value);
+        }
     }
-    if cells.values().flatten().all(Option::is_none) && measure.title.contains("unseen") {
+    if cells.is_empty() {
         return None;
     }
     let mut z = vec![vec![None::<f64>; xs.len()]; ys.len()];
-    let mut text = vec![vec![String::from("no finished run"); xs.len()]; ys.len()];
+    let mut text = vec![vec![String::from("n/a"); xs.len()]; ys.len()];
     for ((j, i), values) in &mut cells {
         let reached: Vec<f64> = values.iter().flatten().copied().collect();
         let n = values.len();
@@ -133,7 +146,7 @@ fn heatmap(results: &Results, finished: &[&RunResult], x: &str, y: &str, measure
         "xaxis": {"title": {"text": x}, "type": "category"},
         "yaxis": {"title": {"text": y}, "type": "category"},
     });
-    let threshold = if measure.title.contains("sine") { String::new() } else { format!(" (threshold {LEARNED})") };
+    let threshold = if measure.thresholded { format!(" (threshold {LEARNED})") } else { String::new() };
     Some(fig.title(format!(
         "{}{threshold} over {x}{}",
         measure.title,
