@@ -9,10 +9,21 @@ set -euo pipefail
 action="${1:?start or stop}"
 state="$(mkdir -p "${2:?a state folder}" && cd "$2" && pwd)"
 
+# Stops the daemons and waits until they have exited (slurmctld writes its state as it
+# goes), so that the state folder can be removed right after.
 stop() {
+    local pids=()
     for pidfile in "$state"/slurmd.pid "$state"/slurmctld.pid "$state"/munged.pid; do
-        [[ -f "$pidfile" ]] && kill "$(cat "$pidfile")" 2>/dev/null || true
+        [[ -f "$pidfile" ]] && pids+=("$(cat "$pidfile")")
     done
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for _ in $(seq 100); do
+        local alive=0
+        for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        (( alive )) || return 0
+        sleep 0.1
+    done
+    for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
 }
 
 if [[ "$action" == stop ]]; then
