@@ -2,6 +2,8 @@
 //! `analysis.json`: the final model's measures in both views, the key frequencies and
 //! phases with the rules that found them, and every measure over training.
 
+use std::rc::Rc;
+
 use serde::Serialize;
 use tch::Device;
 
@@ -9,8 +11,9 @@ use crate::coverage::{CellCurves, Coverage};
 use crate::error::{Error, Result};
 use crate::fourier::{PerView, View};
 use crate::import::History;
+use crate::key_explorer::KeyExplorer;
 use crate::measures::{
-    check_key_freqs, view_overlap, Directions, KeyFreqs, LogitRule, OverTraining, SinCosEnergy, Subset,
+    check_key_freqs, key_sets, view_overlap, Directions, KeyFreqs, LogitRule, OverTraining, SinCosEnergy, Subset,
 };
 use crate::phases::{detect_phases, PhaseRule, Phases};
 
@@ -65,6 +68,9 @@ pub struct Final {
     pub class_collapse: f64,
     pub train_accuracy: f64,
     pub test_accuracy: f64,
+    /// Per neuron, the share of its output's Fourier energy (its W_out·W_U row over c) in
+    /// the task view's key frequencies.
+    pub neuron_share_in_keys: Vec<f64>,
 }
 
 #[derive(Serialize)]
@@ -107,6 +113,10 @@ pub struct Series {
     pub weight_norm: Vec<f64>,
     pub class_collapse: Vec<f64>,
     pub residual_fraction: PerView<Vec<f64>>,
+    /// The share of W_E's Fourier energy over a (standard view) in the task view's key frequencies.
+    pub embed_energy_in_keys: Vec<f64>,
+    /// The share of W_out·W_U's Fourier energy over c in them.
+    pub logit_map_energy_in_keys: Vec<f64>,
 }
 
 /// Where the generalisation happens: the cells the training set covers and, per
@@ -135,19 +145,12 @@ pub struct Analysis {
     #[serde(skip)]
     pub by_cell: CellCurves,
     #[serde(skip)]
-    pub measures: OverTraining,
+    pub measures: Rc<OverTraining>,
     #[serde(skip)]
     pub keys: PerView<KeyFreqs>,
-}
-
-/// As many frequencies as `keys` holds, outside it, of the smallest |cos sim| in its
-/// evidence (ties to the lower frequency): a same-size set the model does not lean on.
-fn control_freqs(keys: &KeyFreqs) -> Vec<i64> {
-    let mut others: Vec<i64> = (1..=keys.evidence.len() as i64).filter(|k| !keys.freqs.contains(k)).collect();
-    others.sort_by(|&i, &j| keys.evidence[i as usize - 1].abs().total_cmp(&keys.evidence[j as usize - 1].abs()));
-    let mut control: Vec<i64> = others.into_iter().take(keys.freqs.len()).collect();
-    control.sort_unstable();
-    control
+    /// The task view's key set, to tweak (report.html's chooser).
+    #[serde(skip)]
+    pub explorer: KeyExplorer,
 }
 
 /// Measures every checkpoint of `history` once, then detects (or takes) key
@@ -159,7 +162,7 @@ pub fn analyze(history: &History, overrides: &Overrides, device: Device) -> Resu
     if epochs.is_empty() {
         return Err(Error::format("nothing to analyse: no checkpoints"));
     }
-    let measures = OverTraining::compute(&task, &history.split, epochs, |e| history.checkpoint(e, device))?;
+    let measures = Rc::new(OverTraining::compute(&task, &history.split, epochs, |e| history.checkpoint(e, device))?);
     let last = epochs.len() - 1;
 
     let detected = LogitRule::default().detect_views(&task, &PerView::new(|view| measures.view(view).at(last)));
@@ -169,7 +172,7 @@ pub fn analyze(history: &History, overrides: &Overrides, device: Device) -> Resu
     });
     let task_dirs = keys.task.directions();
     let excluded_loss = measures.excluded_loss(&task_dirs)?;
-    let control = control_freqs(&keys.task);
+    let control = key_sets::control(&keys.task.freqs, &keys.task.evidence);
     let excluded_loss_control = measures.excluded_loss(&Directions::new(View::Task, &control))?;
     let restricted_loss = measures.restricted_loss(&task_dirs, Subset::Test)?;
     let restricted_over_test = restricted_loss.iter().zip(&measures.test_loss).map(|(r, t)| r / t).collect();
@@ -183,15 +186,22 @@ pub fn analyze(history: &History, overrides: &Overrides, device: Device) -> Resu
         ),
     };
 
+    let explorer = KeyExplorer::new(
+        measures.clone(),
+        &history.checkpoint(epochs[last], device)?,
+        keys.task.clone(),
+        &phases.lines(),
+    )?;
     let standard = measures.view(View::Standard);
     let final_ = Final {
         epoch: epochs[last],
-        logit_cos_sim: PerView::new(|view| measures.view(view).cos_sims[last].clone()),
+        logit_cos_sim: PerView::new(|view| measures.view(view).cos_sims.row(last).to_vec()),
         residual_fraction: residual.map(|_, r| r[last]),
         embedding_fourier: standard.sin_cos_energy[last].into(),
         class_collapse: measures.class_collapse[last],
         train_accuracy: measures.train_accuracy[last],
         test_accuracy: measures.test_accuracy[last],
+        neuron_share_in_keys: explorer.neuron_share_in(&keys.task.freqs),
     };
     let key_frequencies = KeyFrequencies {
         standard: keys.standard.freqs.clone(),
@@ -218,6 +228,8 @@ pub fn analyze(history: &History, overrides: &Overrides, device: Device) -> Resu
         weight_norm: measures.weight_norm.clone(),
         class_collapse: measures.class_collapse.clone(),
         residual_fraction: residual,
+        embed_energy_in_keys: measures.embed_energy_in(&keys.task.freqs),
+        logit_map_energy_in_keys: measures.logit_map_energy_in(&keys.task.freqs),
     };
     Ok(Analysis {
         task: task.describe(),
@@ -231,5 +243,6 @@ pub fn analyze(history: &History, overrides: &Overrides, device: Device) -> Resu
         by_cell: history.by_cell.clone(),
         measures,
         keys,
+        explorer,
     })
 }

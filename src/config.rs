@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::task::Task;
+use crate::task::{Split, Task};
 
 /// The activation of the MLP, as TransformerLens's `act_fn`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +137,11 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
+    /// The train/test split this config trains on (what a run folder's `split.json` holds).
+    pub fn split(&self) -> Result<Split> {
+        Split::seeded(self.task.n_pairs(), self.train.frac_train, self.train.data_seed)
+    }
+
     /// The seed notebook's run, for another task.
     pub fn for_task(task: Task) -> Self {
         RunConfig { task, model: ModelConfig::for_task(&task), train: TrainConfig::default() }

@@ -111,6 +111,15 @@ impl<T> std::ops::Index<View> for PerView<T> {
     }
 }
 
+impl<T> std::ops::IndexMut<View> for PerView<T> {
+    fn index_mut(&mut self, view: View) -> &mut T {
+        match view {
+            View::Standard => &mut self.standard,
+            View::Task => &mut self.task,
+        }
+    }
+}
+
 impl fmt::Display for View {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use crate::analysis::Analysis;
 use crate::error::{Error, Result};
-use crate::plot::{line, write_html, Figure};
+use crate::plot::{line, to_page, Figure};
 
 /// The report's charts, in reading order.
 pub fn figures(a: &Analysis) -> Vec<Figure> {
@@ -67,12 +67,8 @@ pub fn figures(a: &Analysis) -> Vec<Figure> {
             .yaxis("Cosine Sim"),
     );
     let task_series = a.measures.view(crate::fourier::View::Task);
-    let key_lines: Vec<Vec<f64>> = a
-        .key_frequencies
-        .task
-        .iter()
-        .map(|&k| task_series.cos_sims.iter().map(|row| row[k as usize - 1]).collect())
-        .collect();
+    let key_lines: Vec<Vec<f64>> =
+        a.key_frequencies.task.iter().map(|&k| task_series.cos_sims.column(k as usize - 1).to_vec()).collect();
     if !key_lines.is_empty() {
         figs.push(
             line(&key_lines)
@@ -166,8 +162,21 @@ pub fn cell_curves(a: &Analysis) -> Figure {
         .phase_lines_named(&a.phases.named_lines())
 }
 
-/// Writes the report page.
+/// Writes the report page: the charts, then the key-frequency chooser.
 pub fn write_report(path: &Path, analysis: &Analysis) -> Result<()> {
-    write_html(path, &figures(analysis), &format!("groklens analysis: {}", analysis.task))
+    let mut blocks: Vec<String> = figures(analysis).iter().map(Figure::to_inline_html).collect();
+    blocks.push(format!(
+        "<h2 style=\"font-family:sans-serif\">Key frequencies, interactively</h2>\n<p style=\"font-family:sans-serif\">{}</p>",
+        CHOOSER_NOTE
+    ));
+    blocks.push(analysis.explorer.chooser()?.to_html());
+    std::fs::write(path, to_page(&format!("groklens analysis: {}", analysis.task), &blocks))
         .map_err(|e| Error::io(path, e))
 }
+
+/// What the chooser recomputes and what it looks up.
+const CHOOSER_NOTE: &str = "Toggle frequencies or pick a preset: the residual fraction of the logits (both views), \
+the share of the embedding's and of W_out·W_U's Fourier energy and of each neuron's output in the set are \
+recomputed in the page. Excluded and restricted loss were computed beforehand for the presets (the key set \
+found, each orbit of the task's symmetry, the top n by evidence for every n, and the key set with one \
+frequency left out); for any other set, `groklens analyze --key-freqs` computes them.";

@@ -145,7 +145,7 @@ pub fn train_or_load(dir: impl AsRef<Path>, config: &RunConfig, device: Device) 
     config.validate()?;
     let (mut writer, split, resume) = if check_empty_or_absent(dir).is_ok() {
         crate::memory::check_training_fits(&[config], device)?;
-        let split = Split::seeded(config.task.n_pairs(), config.train.frac_train, config.train.data_seed)?;
+        let split = config.split()?;
         let init = HookedTransformer::new(&config.model, device)?;
         (RunWriter::create(dir, config, &split, &init)?, split, Resume::start(init))
     } else {

@@ -398,7 +398,12 @@ fn over_training_series_equal_the_per_model_measures() {
         let train_loss = loss_fn(&acts.logits.index_select(0, &train), &labels).double_value(&[]);
         assert_close(series.train_loss[i], train_loss, 1e-12, "train loss");
         let periodicity = logit_periodicity(&task, View::Task, &acts.logits).unwrap();
-        assert_all_close(&series.view(View::Task).coefficients[i], &periodicity.coefficients, 1e-12, "α_k");
+        assert_all_close(
+            &series.view(View::Task).coefficients.row(i).to_vec(),
+            &periodicity.coefficients,
+            1e-12,
+            "α_k",
+        );
         assert_close(keyed.residual[i], periodicity.residual(&[2, 4]), 1e-12, "residual");
         let excluded = excluded_loss(&model, &acts, &task, &split, &dirs).unwrap();
         assert_close(keyed.excluded_loss[i], excluded, 1e-12, "excluded loss");

@@ -200,7 +200,7 @@ fn train(args: TrainArgs) -> Result<(), Error> {
     check_empty_or_absent(&out)?;
     let mut runs = Vec::new();
     for config in &grid {
-        let split = Split::seeded(config.task.n_pairs(), config.train.frac_train, config.train.data_seed)?;
+        let split = config.split()?;
         let init = match &args.init_from {
             Some(path) => load_state_dict(path, config, device)?,
             None => HookedTransformer::new(&config.model, device)?,

@@ -9,6 +9,7 @@
 
 pub mod ablation;
 pub mod key_freqs;
+pub mod key_sets;
 pub mod logits;
 pub mod neurons;
 pub mod over_training;
@@ -18,12 +19,13 @@ pub use ablation::{
     excluded_loss, excluded_loss_seed_buggy, restricted_loss, Ablation, Directions, LogitParts, Projection, Subset,
 };
 pub use key_freqs::{check_key_freqs, leaks, KeyFreqs, LogitRule, NeuronRule};
+pub use key_sets::{frequency_orbits, KeySet};
 pub use logits::{logit_periodicity, random_cube_cos_sim, random_cube_level, view_overlap, LogitPeriodicity};
 pub use neurons::{neuron_fourier, neuron_freq_norm, neuron_logit_freq, NeuronFourier, NeuronFreqNorm};
 pub use over_training::{KeyedSeries, OverTraining, ViewSeries};
 pub use weights::{
-    accuracy, class_collapse, embed_fourier_norms, gini, logit_map_fourier_norms, sin_cos_energy, weight_norm,
-    SinCosEnergy,
+    accuracy, class_collapse, embed_fourier_norms, freq_shares, gini, logit_map_fourier_norms, sin_cos_energy,
+    weight_norm, SinCosEnergy,
 };
 
 use tch::{Device, Kind, Tensor};

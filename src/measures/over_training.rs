@@ -9,16 +9,18 @@
 //! pass. Memory: about n_checkpoints × n_train × p × 4 bytes, in one tensor per
 //! checkpoint. BENCHMARKS.md has what the pass and a new key set cost.
 
+use ndarray::Array2;
 use serde::Serialize;
 use tch::{Device, Tensor};
 
 use super::ablation::{Ablation, Directions, LogitParts, Subset};
 use super::logits::{periodicity_with, residual_fraction, LogitPeriodicity};
 use super::weights::{
-    accuracy, class_collapse, embed_fourier_norms, gini, logit_map_fourier_norms, sin_cos_energy, weight_norm,
-    SinCosEnergy,
+    accuracy, class_collapse, embed_fourier_norms, freq_shares, gini, logit_map_fourier_norms, sin_cos_energy,
+    weight_norm, SinCosEnergy,
 };
 use super::{all_inputs, f64_cpu};
+use crate::arrays::{from_rows, rows};
 use crate::coverage::{CellCurves, Coverage};
 use crate::error::{Error, Result};
 use crate::fourier::{fourier_basis, PerView, View};
@@ -32,10 +34,12 @@ use crate::task::{Split, Task};
 #[derive(Clone, Debug, Serialize)]
 pub struct ViewSeries {
     pub view: View,
-    /// `[n_checkpoints][(p−1)/2]`: α_k, the seed's `cos_coeffs`.
-    pub coefficients: Vec<Vec<f64>>,
-    /// `[n_checkpoints][(p−1)/2]`: α_k/‖L‖, the seed's `cos_sim`.
-    pub cos_sims: Vec<Vec<f64>>,
+    /// `[n_checkpoints, (p−1)/2]`: α_k (column k − 1), the seed's `cos_coeffs`.
+    #[serde(serialize_with = "rows::serialize")]
+    pub coefficients: Array2<f64>,
+    /// `[n_checkpoints, (p−1)/2]`: α_k/‖L‖, the seed's `cos_sim`.
+    #[serde(serialize_with = "rows::serialize")]
+    pub cos_sims: Array2<f64>,
     /// ‖L‖.
     pub logit_norm: Vec<f64>,
     /// The seed's `residual_cos_sim` (every frequency).
@@ -52,8 +56,8 @@ impl ViewSeries {
     pub fn at(&self, checkpoint: usize) -> LogitPeriodicity {
         LogitPeriodicity {
             view: self.view,
-            coefficients: self.coefficients[checkpoint].clone(),
-            cos_sims: self.cos_sims[checkpoint].clone(),
+            coefficients: self.coefficients.row(checkpoint).to_vec(),
+            cos_sims: self.cos_sims.row(checkpoint).to_vec(),
             logit_norm: self.logit_norm[checkpoint],
         }
     }
@@ -86,6 +90,14 @@ pub struct OverTraining {
     pub weight_norm: Vec<f64>,
     /// Gini coefficient of the Fourier norms of W_out W_U (view-independent).
     pub gini_logit_map: Vec<f64>,
+    /// `[n_checkpoints, (p−1)/2]`: the share of the embedding's Fourier energy (over a,
+    /// standard view, where the basis is orthogonal) in the sine and cosine rows of each
+    /// frequency; the rest is the constant row's.
+    #[serde(serialize_with = "rows::serialize")]
+    pub embed_freq_share: Array2<f64>,
+    /// `[n_checkpoints, (p−1)/2]`: the same for W_out W_U over the output c.
+    #[serde(serialize_with = "rows::serialize")]
+    pub logit_map_freq_share: Array2<f64>,
     /// Within-class share of the embedding's variance, classes of g.
     pub class_collapse: Vec<f64>,
     /// The cells the training set covers, and per checkpoint the test loss and
@@ -122,6 +134,11 @@ impl OverTraining {
         let (train, test) = (split.train_tensor(), split.test_tensor());
         let coverage = Coverage::new(task, split);
         let cells = [&coverage.seen_test_pairs, &coverage.unseen_test_pairs].map(|pairs| Tensor::from_slice(pairs));
+        let n_freqs = ((task.p - 1) / 2) as usize;
+        let empty = || Array2::zeros((0, n_freqs));
+        // Per view, α_k and cos sims per checkpoint; then the embedding's and the logit map's shares.
+        let mut rows_of: PerView<[Vec<Vec<f64>>; 2]> = PerView::new(|_| [vec![], vec![]]);
+        let (mut embed_share, mut logit_share) = (vec![], vec![]);
         let mut out = OverTraining {
             task: *task,
             epochs: epochs.to_vec(),
@@ -131,13 +148,15 @@ impl OverTraining {
             test_accuracy: vec![],
             weight_norm: vec![],
             gini_logit_map: vec![],
+            embed_freq_share: empty(),
+            logit_map_freq_share: empty(),
             class_collapse: vec![],
             coverage: coverage.clone(),
             by_cell: CellCurves::default(),
             views: PerView::new(|view| ViewSeries {
                 view,
-                coefficients: vec![],
-                cos_sims: vec![],
+                coefficients: empty(),
+                cos_sims: empty(),
                 logit_norm: vec![],
                 residual_all: vec![],
                 gini_embed: vec![],
@@ -167,20 +186,34 @@ impl OverTraining {
             );
             out.by_cell.push([on(seen), on(unseen), seen_acc, unseen_acc]);
             out.weight_norm.push(weight_norm(&model));
-            out.gini_logit_map.push(gini(&logit_map_fourier_norms(&model)?));
+            let logit_map_norms = logit_map_fourier_norms(&model)?;
+            out.gini_logit_map.push(gini(&logit_map_norms));
+            logit_share.push(freq_shares(&logit_map_norms));
             out.class_collapse.push(class_collapse(&model, task)?);
             for (view, series) in out.views.iter_mut() {
                 let sums = &sums[view];
                 let periodicity = periodicity_with(&basis, series.view, sums, &logits)?;
                 series.residual_all.push(periodicity.residual_all());
-                series.coefficients.push(periodicity.coefficients);
-                series.cos_sims.push(periodicity.cos_sims);
+                let [coefficients, cos_sims] = &mut rows_of[view];
+                coefficients.push(periodicity.coefficients);
+                cos_sims.push(periodicity.cos_sims);
                 series.logit_norm.push(periodicity.logit_norm);
-                series.gini_embed.push(gini(&embed_fourier_norms(&model, task, series.view)?));
+                let embed_norms = embed_fourier_norms(&model, task, series.view)?;
+                series.gini_embed.push(gini(&embed_norms));
+                if view == View::Standard {
+                    embed_share.push(freq_shares(&embed_norms));
+                }
                 series.sin_cos_energy.push(sin_cos_energy(&model, task, series.view)?);
             }
             out.parts.push(out.ablation.parts(&model, &acts)?);
         }
+        for (view, series) in out.views.iter_mut() {
+            let [coefficients, cos_sims] = &rows_of[view];
+            series.coefficients = from_rows(coefficients, n_freqs);
+            series.cos_sims = from_rows(cos_sims, n_freqs);
+        }
+        out.embed_freq_share = from_rows(&embed_share, n_freqs);
+        out.logit_map_freq_share = from_rows(&logit_share, n_freqs);
         Ok(out)
     }
 
@@ -190,7 +223,17 @@ impl OverTraining {
 
     /// ‖L − Σ_{k∈K} α_k C_k‖/‖L‖ per checkpoint.
     pub fn residual(&self, view: View, key_freqs: &[i64]) -> Vec<f64> {
-        self.view(view).cos_sims.iter().map(|c| residual_fraction(c, key_freqs)).collect()
+        self.view(view).cos_sims.rows().into_iter().map(|c| residual_fraction(&c.to_vec(), key_freqs)).collect()
+    }
+
+    /// The share of the embedding's Fourier energy (standard view) in the key frequencies, per checkpoint.
+    pub fn embed_energy_in(&self, key_freqs: &[i64]) -> Vec<f64> {
+        share_in(&self.embed_freq_share, key_freqs)
+    }
+
+    /// The share of W_out W_U's Fourier energy (over c) in the key frequencies, per checkpoint.
+    pub fn logit_map_energy_in(&self, key_freqs: &[i64]) -> Vec<f64> {
+        share_in(&self.logit_map_freq_share, key_freqs)
     }
 
     /// The excluded loss per checkpoint (see [`Ablation::excluded_loss`]).
@@ -249,4 +292,11 @@ impl OverTraining {
             restricted_loss: self.restricted_loss(dirs, Subset::Test)?,
         })
     }
+}
+
+/// Σ_{k∈K} of each row's column k − 1 (frequencies out of range are ignored).
+pub(crate) fn share_in(per_freq: &Array2<f64>, key_freqs: &[i64]) -> Vec<f64> {
+    let cols: Vec<usize> =
+        key_freqs.iter().filter(|&&k| k >= 1 && k as usize <= per_freq.ncols()).map(|&k| k as usize - 1).collect();
+    per_freq.rows().into_iter().map(|row| cols.iter().map(|&c| row[c]).sum()).collect()
 }

@@ -61,6 +61,15 @@ pub fn logit_map_fourier_norms(model: &HookedTransformer) -> Result<Vec<f64>> {
     to_vec(&w.matmul(&basis.basis.tr()).norm_scalaropt_dim(2, [0], false))
 }
 
+/// From the norms of the Fourier rows (constant, then sin k, cos k for k = 1, 2, …, as
+/// [`fourier_basis`] orders them), each frequency's share of the energy Σ_i norm_i²:
+/// `[(p−1)/2]`, summing with the constant row's share to 1 (all 0 for a zero matrix).
+pub fn freq_shares(norms: &[f64]) -> Vec<f64> {
+    let total: f64 = norms.iter().map(|n| n * n).sum();
+    let scale = if total > 0.0 { 1.0 / total } else { 0.0 };
+    norms[1..].chunks(2).map(|pair| pair.iter().map(|n| n * n).sum::<f64>() * scale).collect()
+}
+
 /// The total sum of squared weights over every parameter.
 pub fn weight_norm(model: &HookedTransformer) -> f64 {
     model.named_parameters().map(|(_, t)| t.detach().square().sum(Kind::Double).double_value(&[])).sum()

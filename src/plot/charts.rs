@@ -107,9 +107,20 @@ impl Figure {
         self
     }
 
-    /// Tick labels along x of every heatmap, e.g. `["a", "b", "="]`.
+    /// Names along x, e.g. `["a", "b", "="]` or the Fourier basis names: the columns of
+    /// every heatmap, and the points of every line on a categorical x axis, in order.
     pub fn x_labels<S: ToString>(self, labels: impl IntoIterator<Item = S>) -> Self {
-        self.heatmap_coords("x", labels)
+        let labels: Vec<String> = labels.into_iter().map(|s| s.to_string()).collect();
+        let mut fig = self.heatmap_coords("x", &labels);
+        let mut lines = false;
+        for trace in fig.data.iter_mut().filter(|t| t["type"] == "scatter") {
+            set(trace, &["x"], json!(labels));
+            lines = true;
+        }
+        if lines {
+            set(&mut fig.layout, &["xaxis", "type"], json!("category"));
+        }
+        fig
     }
 
     /// Tick labels down y of every heatmap, e.g. the Fourier basis names.

@@ -33,16 +33,18 @@ fn exponent(v: f64) -> i32 {
     v.abs().log10().floor() as i32
 }
 
+/// `v` to `digits` significant digits, as a JSON number (non-finite: `null`).
+pub(crate) fn round_sig(v: f64, digits: i32) -> Value {
+    if v.is_finite() && v != 0.0 {
+        num(round_pow10(v, exponent(v) - (digits - 1)))
+    } else {
+        num(v)
+    }
+}
+
 /// Each value to [`DIGITS`] significant digits (safe on log axes).
 pub(crate) fn sig(values: &[f64]) -> Value {
-    let round = |v: f64| {
-        if v.is_finite() && v != 0.0 {
-            round_pow10(v, exponent(v) - (DIGITS - 1))
-        } else {
-            v
-        }
-    };
-    values.iter().map(|&v| num(round(v))).collect()
+    values.iter().map(|&v| round_sig(v, DIGITS)).collect()
 }
 
 /// Every value to [`DIGITS`] digits of the matrix's largest |value|: a colour scale

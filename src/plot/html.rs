@@ -113,12 +113,17 @@ pub fn init_notebook_html() -> String {
 
 /// One self-contained page: plotly.js once in the head, then the charts in order.
 pub fn to_standalone_html(figs: &[Figure], title: &str) -> String {
+    to_page(title, &figs.iter().map(Figure::to_inline_html).collect::<Vec<_>>())
+}
+
+/// One self-contained page of HTML blocks (charts' [`Figure::to_inline_html`], a
+/// [`super::Chooser`]'s, headings), plotly.js once in the head.
+pub fn to_page(title: &str, blocks: &[String]) -> String {
     let title = escape(title);
-    let charts: Vec<String> = figs.iter().map(Figure::to_inline_html).collect();
     format!(
-        "<!DOCTYPE html>\n<html>\n<head>\n<meta charset=\"utf-8\">\n<title>{title}</title>\n<script type=\"text/javascript\">{js}</script>\n</head>\n<body>\n<h1 style=\"font-family:sans-serif\">{title}</h1>\n{charts}\n</body>\n</html>\n",
+        "<!DOCTYPE html>\n<html>\n<head>\n<meta charset=\"utf-8\">\n<title>{title}</title>\n<script type=\"text/javascript\">{js}</script>\n</head>\n<body>\n<h1 style=\"font-family:sans-serif\">{title}</h1>\n{blocks}\n</body>\n</html>\n",
         js = plotly_js(),
-        charts = charts.join("\n"),
+        blocks = blocks.join("\n"),
     )
 }
 

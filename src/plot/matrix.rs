@@ -192,3 +192,23 @@ impl From<tch::Tensor> for Matrix {
         Matrix::from(&t)
     }
 }
+
+/// An ndarray vector is a row.
+impl<S: ndarray::Data<Elem = f64>> Row for ndarray::ArrayBase<S, ndarray::Ix1> {
+    fn to_f64s(&self) -> Vec<f64> {
+        self.to_vec()
+    }
+}
+
+/// An ndarray matrix, rows first (a chart draws one line per row: `line(&a.t())` draws the columns).
+impl<S: ndarray::Data<Elem = f64>> From<&ndarray::ArrayBase<S, ndarray::Ix2>> for Matrix {
+    fn from(a: &ndarray::ArrayBase<S, ndarray::Ix2>) -> Matrix {
+        Matrix { rows: a.nrows(), cols: a.ncols(), data: a.iter().copied().collect() }
+    }
+}
+
+impl<S: ndarray::Data<Elem = f64>> From<ndarray::ArrayBase<S, ndarray::Ix2>> for Matrix {
+    fn from(a: ndarray::ArrayBase<S, ndarray::Ix2>) -> Matrix {
+        Matrix::from(&a)
+    }
+}

@@ -14,21 +14,28 @@
 //! ```
 
 mod charts;
+mod chooser;
 mod compact;
 mod html;
 mod matrix;
 mod slider;
 
 pub use charts::{imshow, imshow_facets, line, scatter, RDBU};
+pub use chooser::Chooser;
 pub(crate) use html::escape;
 pub use html::{
-    display_text, init_notebook, init_notebook_html, plotly_js, show_all, to_standalone_html, unique_id, write_html,
+    display_text, init_notebook, init_notebook_html, plotly_js, show_all, to_page, to_standalone_html, unique_id,
+    write_html,
 };
 pub use matrix::{Matrix, Row, ShapeError};
 pub use slider::{imshow_slider, line_slider};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+
+/// The seed's plotly template: `layout.title.font.size = 30`, axis titles 20.
+const TITLE_FONT_SIZE: u32 = 30;
+const AXIS_TITLE_FONT_SIZE: u32 = 20;
 
 /// A plotly chart as JSON. The fields are public so that anything the methods do not
 /// cover can be set directly (`fig.layout["yaxis"]["range"] = json!([0, 1])`).
@@ -49,9 +56,10 @@ impl Figure {
         serde_json::from_value(serde_json::to_value(plot)?)
     }
 
-    /// The chart's title.
+    /// The chart's title, in the seed's template's font size.
     pub fn title(mut self, text: impl Into<String>) -> Self {
         set(&mut self.layout, &["title", "text"], json!(text.into()));
+        set(&mut self.layout, &["title", "font", "size"], json!(TITLE_FONT_SIZE));
         self
     }
 
@@ -71,6 +79,7 @@ impl Figure {
             let left = anchor.is_none_or(|x| self.layout[x]["domain"][0].as_f64().is_none_or(|x0| x0 == 0.0));
             if prefix == "xaxis" || left {
                 set(&mut self.layout, &[&key, "title", "text"], json!(label));
+                set(&mut self.layout, &[&key, "title", "font", "size"], json!(AXIS_TITLE_FONT_SIZE));
             }
         }
         self

@@ -125,7 +125,7 @@ fn open(sweep: &Sweep, p: &Pending, device: Device) -> Result<(Split, Resume, Ru
     let config = &p.run.config;
     match &p.existing {
         None => {
-            let split = Split::seeded(config.task.n_pairs(), config.train.frac_train, config.train.data_seed)?;
+            let split = config.split()?;
             let init = HookedTransformer::new(&config.model, device)?;
             let writer = RunWriter::create(sweep.run_dir(&p.run.id), config, &split, &init)?;
             Ok((split, Resume::start(init), writer))
