@@ -101,6 +101,11 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// The train/test split of `task`'s pairs this config trains on.
+    pub fn split(&self, task: &Task) -> Result<Split> {
+        Split::seeded(task.n_pairs(), self.frac_train, self.data_seed)
+    }
+
     pub fn validate(&self) -> Result<()> {
         if !(self.frac_train > 0.0 && self.frac_train < 1.0) {
             return Err(Error::config(format!(
@@ -139,7 +144,7 @@ pub struct RunConfig {
 impl RunConfig {
     /// The train/test split this config trains on (what a run folder's `split.json` holds).
     pub fn split(&self) -> Result<Split> {
-        Split::seeded(self.task.n_pairs(), self.train.frac_train, self.train.data_seed)
+        self.train.split(&self.task)
     }
 
     /// The seed notebook's run, for another task.

@@ -1,5 +1,6 @@
 //! What a notebook cell needs, in one line: `use groklens::prelude::*;`.
 
+pub use std::path::Path;
 pub use std::rc::Rc;
 
 pub use crate::analysis::{analyze, Overrides};
@@ -10,7 +11,7 @@ pub use crate::fourier::{fourier_basis, PerView, View};
 pub use crate::import::read_history;
 pub use crate::key_explorer::KeyExplorer;
 pub use crate::loss::loss_fn;
-pub use crate::measures::{self, all_inputs, Directions, KeyFreqs, LogitRule, OverTraining, Subset};
+pub use crate::measures::{self, all_inputs, Directions, KeyFreqs, LogitRule, NeuronRule, OverTraining, Subset};
 pub use crate::model::HookedTransformer;
 pub use crate::one_layer::last_logits;
 pub use crate::phases::{self, Phases};

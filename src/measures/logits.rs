@@ -84,6 +84,46 @@ pub(crate) fn periodicity_with(
     Ok(LogitPeriodicity { view, coefficients, cos_sims, logit_norm })
 }
 
+/// How much of the logits' variation a grouping of the inputs explains.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct ClassShare {
+    /// How many distinct classes the grouping has.
+    pub classes: usize,
+    /// The share of ‖L − mean‖² (over the inputs, per output) that the class means
+    /// explain: 1 when L[a, b, :] depends on (a, b) only through its class.
+    pub share: f64,
+    /// The control: the share's expected value for logits of i.i.d. noise, (k − 1)/(n − 1)
+    /// for k classes of n inputs; a share near it says the grouping explains nothing.
+    pub random: f64,
+}
+
+/// The share of the logits' variance (`[n, c]`, one row per input) that the class of each
+/// input (`classes[i]`, non-negative ids) explains, with its random-logits control.
+pub fn class_share(logits: &Tensor, classes: &[i64]) -> Result<ClassShare> {
+    let n = logits.size()[0];
+    if logits.dim() != 2 || classes.len() as i64 != n || classes.iter().any(|&c| c < 0) {
+        return Err(Error::config(format!(
+            "class_share needs logits [n, c] and n non-negative class ids, got {:?} and {} ids",
+            logits.size(),
+            classes.len()
+        )));
+    }
+    let logits = f64_cpu(logits);
+    let ids = Tensor::from_slice(classes);
+    let n_ids = classes.iter().max().map_or(0, |m| m + 1);
+    let centred = &logits - logits.mean_dim(0, true, Kind::Double);
+    let sums = Tensor::zeros([n_ids, centred.size()[1]], (Kind::Double, Device::Cpu)).index_add(0, &ids, &centred);
+    let counts = ids.bincount(None::<Tensor>, n_ids).to_kind(Kind::Double).clamp_min(1.0);
+    let between = (sums.square() / counts.unsqueeze(1)).sum(Kind::Double).double_value(&[]);
+    let total = centred.square().sum(Kind::Double).double_value(&[]);
+    let k = classes.iter().collect::<std::collections::BTreeSet<_>>().len();
+    Ok(ClassShare {
+        classes: k,
+        share: if total > 0.0 { between / total } else { 0.0 },
+        random: (k as f64 - 1.0) / (n as f64 - 1.0).max(1.0),
+    })
+}
+
 /// The seed's control: the cosine similarity of the logits with a cube of N(0, 1)
 /// noise, ⟨L, R⟩/(‖L‖‖R‖). The noise is drawn one value at a time from a generator
 /// seeded by `seed` (no p³ tensor, and torch's global generator is left alone).
@@ -170,6 +210,18 @@ impl Gaussian {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn class_share_is_one_for_class_functions_and_near_the_control_for_noise() {
+        let classes: Vec<i64> = (0..400).map(|i| i % 7).collect();
+        let by_class = Tensor::randn([7, 5], (Kind::Double, Device::Cpu));
+        let exact = class_share(&by_class.index_select(0, &Tensor::from_slice(&classes)), &classes).unwrap();
+        assert!((exact.share - 1.0).abs() < 1e-12 && exact.classes == 7);
+        let noise = class_share(&Tensor::randn([400, 5], (Kind::Double, Device::Cpu)), &classes).unwrap();
+        assert!((noise.random - 6.0 / 399.0).abs() < 1e-15);
+        assert!(noise.share < 5.0 * noise.random, "{noise:?}");
+        assert!(class_share(&by_class, &classes).is_err());
+    }
 
     #[test]
     fn gaussian_has_unit_variance() {

@@ -20,7 +20,9 @@ pub use ablation::{
 };
 pub use key_freqs::{check_key_freqs, leaks, KeyFreqs, LogitRule, NeuronRule};
 pub use key_sets::{frequency_orbits, KeySet};
-pub use logits::{logit_periodicity, random_cube_cos_sim, random_cube_level, view_overlap, LogitPeriodicity};
+pub use logits::{
+    class_share, logit_periodicity, random_cube_cos_sim, random_cube_level, view_overlap, ClassShare, LogitPeriodicity,
+};
 pub use neurons::{neuron_fourier, neuron_freq_norm, neuron_logit_freq, NeuronFourier, NeuronFreqNorm};
 pub use over_training::{KeyedSeries, OverTraining, ViewSeries};
 pub use weights::{

@@ -89,6 +89,14 @@ pub fn scatter(x: impl Row, y: impl Row) -> Figure {
 }
 
 impl Figure {
+    /// One more line, named (e.g. a residual beside the per-frequency lines); give it
+    /// before [`Figure::x`], which sets the x of every trace.
+    pub fn add_line(mut self, name: impl Into<String>, y: impl Row) -> Self {
+        self.data.push(json!({"type": "scatter", "mode": "lines", "y": sig(&y.to_f64s()), "name": name.into()}));
+        set(&mut self.layout, &["showlegend"], json!(true));
+        self
+    }
+
     /// x coordinates of every trace (e.g. epochs); kept exact, not rounded.
     pub fn x(mut self, xs: impl Row) -> Self {
         let xs: Vec<Value> = xs.to_f64s().into_iter().map(num).collect();

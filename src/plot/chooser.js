@@ -3,6 +3,7 @@
 // Everything additive over frequencies is recomputed here; excluded and restricted
 // loss are looked up among the presets the kernel computed.
 function groklensChooser(root, data) {
+  root.groklensData = data; // for the console, and for scripts/check_chooser.py
   var chosen = new Set(data.key_set);
   var found = new Set(data.key_set);
   var charts = {};
