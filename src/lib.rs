@@ -9,6 +9,7 @@
 //! trainer lives ([`cuda_graph`]). [`Trainer`](trainer::Trainer) says when.
 
 pub mod adamw;
+pub mod algorithm;
 pub mod analysis;
 pub mod arrays;
 mod batches;

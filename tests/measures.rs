@@ -872,3 +872,55 @@ fn key_frequencies_of_the_a_plus_b_run_agree_in_both_views() {
     let periodic: f64 = keys.task.evidence.iter().map(|c| c * c).sum();
     assert!(periodic > 0.9, "periodic share {periodic}");
 }
+
+/// Per Fourier row of `m` ([p, width], rows over Z_p), its squared norm, from the basis by hand.
+fn row_energies(basis: &Tensor, m: &Tensor) -> Vec<f64> {
+    tensor_rows(&basis.matmul(m).square().sum_dim_intlist(1, false, Kind::Double).unsqueeze(0))[0].clone()
+}
+
+#[test]
+fn key_explorer_shares_follow_their_definitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = golden_models_as_a_run(&dir.path().join("run"));
+    let over = std::rc::Rc::new(OverTraining::from_run(&run, Device::Cpu).unwrap());
+    let task = tiny_task();
+    let model = run.final_model(Device::Cpu).unwrap();
+    let keys = groklens::measures::KeyFreqs::manual(View::Task, &[2, 4]);
+    let explorer = groklens::key_explorer::KeyExplorer::new(over.clone(), &model, keys, &[99]).unwrap();
+    let basis = fourier_basis(task.p).unwrap().basis;
+    // By hand: W_E's rows over a, and W_out·W_U's columns over c, in the Fourier basis.
+    let w_e = model.embed.W_E.narrow(0, 0, task.p).to_kind(Kind::Double);
+    let w_logit = model.blocks[0].mlp.W_out.to_kind(Kind::Double).matmul(&model.unembed.W_U.to_kind(Kind::Double));
+    for (share, energies) in [
+        (over.embed_energy_in(&[2, 4]), row_energies(&basis, &w_e)),
+        (over.logit_map_energy_in(&[2, 4]), row_energies(&basis, &w_logit.tr())),
+    ] {
+        let total: f64 = energies.iter().sum();
+        let in_keys = energies[3] + energies[4] + energies[7] + energies[8]; // sin 2, cos 2, sin 4, cos 4
+        assert_close(*share.last().unwrap(), in_keys / total, 1e-10, "energy share in K");
+    }
+    // Every frequency: the embedding's share is all but the constant row's; a neuron's output shares sum to 1.
+    let all: Vec<i64> = (1..=(task.p - 1) / 2).collect();
+    let w_e_energy = row_energies(&basis, &w_e);
+    assert_close(
+        *over.embed_energy_in(&all).last().unwrap(),
+        1.0 - w_e_energy[0] / w_e_energy.iter().sum::<f64>(),
+        1e-10,
+        "share of every frequency",
+    );
+    assert!(explorer.neuron_share_in(&all).iter().all(|s| (s - 1.0).abs() < 1e-9 || *s == 0.0));
+    let figs = explorer.charts(&[2, 4]).unwrap();
+    assert_eq!(figs.len(), 5);
+    assert!(explorer.charts(&[0]).is_err() && explorer.charts(&[2, 2]).is_err());
+    // The chooser carries every preset's losses, equal to the crate's for that set.
+    let html = explorer.chooser().unwrap().to_html();
+    let start = html.find("groklensChooser(document").unwrap();
+    let json = &html[html[start..].find("), ").unwrap() + start + 3..html.rfind(");\n})();").unwrap()];
+    let data: Value = serde_json::from_str(json).unwrap();
+    let found = &data["presets"][0];
+    assert_eq!((found["name"].as_str(), found["freqs"].clone()), (Some("key set found"), serde_json::json!([2, 4])));
+    let excluded = over.excluded_loss(&Directions::new(View::Task, &[2, 4])).unwrap();
+    for (shown, crate_value) in f64s(&found["excluded"]).iter().zip(&excluded) {
+        assert_close(*shown, *crate_value, 1e-5, "a preset's excluded loss in the page");
+    }
+}

@@ -58,8 +58,13 @@ groklensChooser(document.getElementById("{id}"), {data});
     }
 
     /// Displays the chooser in evcxr.
-    pub fn evcxr_display(&self) {
+    pub fn show(&self) {
         println!("EVCXR_BEGIN_CONTENT text/html\n{}\nEVCXR_END_CONTENT", self.to_html());
+    }
+
+    /// Called by evcxr when a cell ends with a `Chooser` expression.
+    pub fn evcxr_display(&self) {
+        self.show();
     }
 }
 
