@@ -5,38 +5,42 @@
 //! is c = u + v mod p, and the TransformerLens Grokking demo's algorithm for a + b reads,
 //! with w_k = 2πk/p for a few key frequencies k ∈ K:
 //!
-//! 1. the embedding carries cos(w_k u), sin(w_k u) (and of v): [`embed_wave_shares`];
-//! 2. the neurons multiply them (the ReLU makes the products cos w_k u · cos w_k v, …),
-//!    so that they hold cos(w_k(u + v)) = cos w_k u cos w_k v − sin w_k u sin w_k v and
-//!    sin(w_k(u + v)): [`term_shares`], [`interaction_share`], [`neuron_r2`], [`neuron_cells`];
-//! 3. each neuron writes a wave in c at its frequency, in phase with what it reads
-//!    (W_out·W_U, [`logit_wave`], [`neuron_phases`]), so that summed over neurons the
-//!    logits are Σ_k α_k cos(w_k(u + v − c)) ([`approximate_logits`]);
-//! 4. those waves all peak at c = u + v and cancel elsewhere: constructive interference
-//!    ([`interference`], [`logits_by_offset`], [`peak_margin`]).
+//! 1. the logits are a sum of key terms, L ≈ Σ_k α_k cos(w_k(u + v − c)) ([`logit_shares`],
+//!    [`approximate_logits`]);
+//! 2. the embedding carries cos(w_k u), sin(w_k u) (and of v) ([`embed_wave_shares`]), and
+//!    the neurons multiply them (the ReLU makes the products cos w_k u · cos w_k v, …), so
+//!    that they hold cos(w_k(u + v)) = cos w_k u cos w_k v − sin w_k u sin w_k v and
+//!    sin(w_k(u + v)) ([`term_shares`], [`interaction_share`], [`neuron_r2`], [`neuron_cells`]);
+//! 3. those terms all peak at c = u + v and cancel elsewhere: constructive interference
+//!    ([`interference`], [`logits_by_offset`], [`peak_margin`]);
+//! 4. each neuron writes a wave in c at its frequency, in phase with what it reads
+//!    (W_out·W_U: [`logit_wave`], [`neuron_phases`]).
 //!
 //! **Cells.** A model that reads a only through u and b only through v sees the input
 //! (a, b) as the cell (u, v) ([`Cells`]; 29 × 29 cells for the seed). Fits over (u, v) are
-//! taken on the cell means of an activation, each cell weighted by how many inputs it holds,
-//! which is the fit over all p² inputs less what varies inside a cell (what is not a
-//! function of (u, v) at all). R² is then the share of the between-cell energy a fit explains.
+//! taken on the cell means of an activation, each cell weighted by how many inputs it holds:
+//! the fit over all p² inputs less what varies inside a cell (what is no function of (u, v)
+//! at all). R² is then the share of the between-cell energy a fit explains.
 //!
 //! **What these fits cannot tell apart.** On the 29 values of u = a⁴ mod 113 the waves of
 //! different frequencies are not orthogonal (the 14 frequencies of one orbit k ↦ ±h·k, h a
 //! fourth power, and the constant span every function of u), so a wave of frequency k is
-//! partly fit by its orbit-mates: read a share at k against the shares at every other k,
-//! and against the controls ([`shuffle_cells`], [`random_freqs`], the initial model). Over
-//! c the waves are orthogonal (c runs over all of Z_p), so the output side
-//! ([`logit_wave`]) does identify a frequency.
+//! partly fit by its orbit-mates, and shares over k add up to more than 1: read a share at
+//! k against the shares at every other k and against the controls ([`shuffle_cells`],
+//! [`random_freqs`], the initial weights). Over c the waves are orthogonal (c runs over all
+//! of Z_p), so the output side ([`logit_wave`]) does identify a frequency.
+//!
+//! The fits are small (at most 9 functions over at most p² cells) and are solved here in
+//! float64 with ndarray, not with torch, so they cost the same on a busy machine.
 
 use std::f64::consts::PI;
 
-use ndarray::Array2;
+use ndarray::{Array1, Array2, Axis};
 use tch::{Device, Kind, Tensor};
 
 use crate::arrays::to_array2;
 use crate::error::{Error, Result};
-use crate::measures::{f64_cpu, w_logit};
+use crate::measures::{check_key_freqs, f64_cpu, w_logit};
 use crate::model::HookedTransformer;
 use crate::task::{Split, Task};
 
@@ -58,7 +62,7 @@ pub struct Cells {
     pub u: Vec<i64>,
     /// The distinct values of v = h(b), ascending.
     pub v: Vec<i64>,
-    /// Inputs per cell, cell `i·v.len() + j` for (u[i], v[j]).
+    /// Inputs per cell; cell `i·v.len() + j` is (u[i], v[j]).
     pub counts: Vec<f64>,
     /// The cell of each input, a-major.
     cell_of: Vec<i64>,
@@ -77,10 +81,8 @@ impl Cells {
         let (u, v) = (distinct(&g), distinct(&h));
         let index = |values: &[i64], x: i64| values.binary_search(&x).expect("a value of the list") as i64;
         let n_v = v.len() as i64;
-        let cell_of: Vec<i64> = (0..p)
-            .flat_map(|a| (0..p).map(move |b| (a, b)))
-            .map(|(a, b)| index(&u, g[a as usize]) * n_v + index(&v, h[b as usize]))
-            .collect();
+        let cell_of: Vec<i64> =
+            (0..p * p).map(|i| index(&u, g[(i / p) as usize]) * n_v + index(&v, h[(i % p) as usize])).collect();
         let mut counts = vec![0.0; u.len() * v.len()];
         cell_of.iter().for_each(|&c| counts[c as usize] += 1.0);
         Cells { p, u, v, counts, cell_of }
@@ -105,20 +107,20 @@ impl Cells {
         &self.cell_of
     }
 
-    /// The mean of `acts` (`[p², d]`, all inputs a-major) over each cell: `[cells, d]` float64.
-    pub fn means(&self, acts: &Tensor) -> Result<Tensor> {
+    /// The mean of `acts` (`[p², d]`, all inputs a-major) over each cell: `[cells, d]`.
+    pub fn means(&self, acts: &Tensor) -> Result<Array2<f64>> {
         let acts = self.check(acts)?;
         let ids = Tensor::from_slice(&self.cell_of);
         let sums =
             Tensor::zeros([self.len() as i64, acts.size()[1]], (Kind::Double, Device::Cpu)).index_add(0, &ids, &acts);
-        Ok(sums / Tensor::from_slice(&self.counts).unsqueeze(1))
+        to_array2(&(sums / Tensor::from_slice(&self.counts).unsqueeze(1)))
     }
 
-    fn weights(&self) -> Tensor {
-        Tensor::from_slice(&self.counts)
+    fn weights(&self) -> Array1<f64> {
+        Array1::from(self.counts.clone())
     }
 
-    /// `acts` as a float64 `[p², d]` tensor, or why not.
+    /// `acts` as a float64 CPU `[p², d]` tensor, or why not.
     fn check(&self, acts: &Tensor) -> Result<Tensor> {
         let size = acts.size();
         if size.len() != 2 || size[0] != self.p * self.p {
@@ -130,25 +132,22 @@ impl Cells {
         Ok(f64_cpu(acts))
     }
 
-    /// The terms of frequency k at each cell: `[cells, m]`, columns in the order
-    /// [`Terms::columns`] names.
-    pub fn features(&self, k: i64, terms: Terms) -> Tensor {
+    /// The terms of frequency k at each cell: `[cells, m]`, the columns [`Terms::columns`] names.
+    pub fn features(&self, k: i64, terms: Terms) -> Array2<f64> {
         let p = self.p;
-        let rows: Vec<Vec<f64>> = self
-            .uv()
-            .into_iter()
-            .map(|(u, v)| {
-                let (cu, su, cv, sv) =
-                    (angle(p, k, u).cos(), angle(p, k, u).sin(), angle(p, k, v).cos(), angle(p, k, v).sin());
-                match terms {
-                    Terms::Linear => vec![cu, su, cv, sv],
-                    Terms::Products => vec![cu, su, cv, sv, cu * cv, cu * sv, su * cv, su * sv],
-                    Terms::Sum => vec![angle(p, k, u + v).cos(), angle(p, k, u + v).sin()],
-                }
-            })
-            .collect();
-        let m = rows[0].len() as i64;
-        Tensor::from_slice(&rows.concat()).view([-1, m])
+        let m = terms.columns().len();
+        let mut out = Array2::zeros((self.len(), m));
+        for (i, (u, v)) in self.uv().into_iter().enumerate() {
+            let (cu, su, cv, sv) =
+                (angle(p, k, u).cos(), angle(p, k, u).sin(), angle(p, k, v).cos(), angle(p, k, v).sin());
+            let row = match terms {
+                Terms::Linear => vec![cu, su, cv, sv],
+                Terms::Products => vec![cu, su, cv, sv, cu * cv, cu * sv, su * cv, su * sv],
+                Terms::Sum => vec![angle(p, k, u + v).cos(), angle(p, k, u + v).sin()],
+            };
+            out.row_mut(i).assign(&Array1::from(row));
+        }
+        out
     }
 }
 
@@ -167,33 +166,29 @@ pub enum Terms {
 }
 
 impl Terms {
-    /// The names of the feature columns.
+    /// The names of the feature columns (the fit adds the constant before them).
     pub fn columns(self) -> Vec<&'static str> {
         match self {
             Terms::Linear => vec!["cos wu", "sin wu", "cos wv", "sin wv"],
-            Terms::Products => {
-                vec![
-                    "cos wu",
-                    "sin wu",
-                    "cos wv",
-                    "sin wv",
-                    "cos wu·cos wv",
-                    "cos wu·sin wv",
-                    "sin wu·cos wv",
-                    "sin wu·sin wv",
-                ]
-            }
+            Terms::Products => vec![
+                "cos wu",
+                "sin wu",
+                "cos wv",
+                "sin wv",
+                "cos wu·cos wv",
+                "cos wu·sin wv",
+                "sin wu·cos wv",
+                "sin wu·sin wv",
+            ],
             Terms::Sum => vec!["cos w(u+v)", "sin w(u+v)"],
         }
     }
 }
 
-/// A weighted least-squares fit of each column of `values` on the constant and `features`.
+/// A weighted least-squares fit of each column of some values on the constant and features.
 struct Fit {
     /// `[1 + m, d]`: the constant's coefficient, then the features'.
-    coefficients: Tensor,
-    /// `[n, d]`.
-    fitted: Tensor,
+    coefficients: Array2<f64>,
     /// Per column, Σ w (y − ȳ)² and Σ w (y − ŷ)².
     total: Vec<f64>,
     residual: Vec<f64>,
@@ -216,34 +211,106 @@ impl Fit {
     }
 }
 
-/// β = (XᵀWX)⁺ XᵀWY with X = [1, features]: `values` `[n, d]`, `features` `[n, m]`, `weights` `[n]`.
-fn weighted_fit(values: &Tensor, features: &Tensor, weights: &Tensor) -> Fit {
-    let n = values.size()[0];
-    let x = Tensor::cat(&[Tensor::ones([n, 1], (Kind::Double, Device::Cpu)), f64_cpu(features)], 1);
-    let w = f64_cpu(weights).unsqueeze(1);
-    let xtw = (&x * &w).tr();
-    let coefficients = xtw.matmul(&x).linalg_pinv(1e-10, true).matmul(&xtw.matmul(values));
-    let fitted = x.matmul(&coefficients);
-    let mean = (values * &w).sum_dim_intlist(0, true, Kind::Double) / w.sum(Kind::Double);
-    let per_column =
-        |t: Tensor| Vec::<f64>::try_from((t.square() * &w).sum_dim_intlist(0, false, Kind::Double)).unwrap_or_default();
-    let total = per_column(values - mean);
-    let residual = per_column(values - &fitted);
-    Fit { coefficients, fitted, total, residual }
+/// The weighted sums of one set of values (`[n, d]`, weights `[n]`) that every fit of them reuses.
+struct Fitter {
+    /// w ∘ y: `[n, d]`.
+    weighted: Array2<f64>,
+    weights: Array1<f64>,
+    /// Per column Σ w y², and Σ w (y − ȳ)².
+    sum_sq: Array1<f64>,
+    total: Vec<f64>,
+}
+
+impl Fitter {
+    fn new(values: &Array2<f64>, weights: &Array1<f64>) -> Self {
+        let weighted = values * &weights.view().insert_axis(Axis(1));
+        let sum_sq = (&weighted * values).sum_axis(Axis(0));
+        let sum = weighted.sum_axis(Axis(0));
+        let w_total = weights.sum();
+        let total = sum_sq.iter().zip(&sum).map(|(q, s)| (q - s * s / w_total).max(0.0)).collect();
+        Fitter { weighted, weights: weights.clone(), sum_sq, total }
+    }
+
+    /// β = (XᵀWX)⁺ XᵀWY with X = [1, features] (`[n, m]`); the residual of each column is
+    /// yᵀWy − bᵀ(XᵀWX)⁺b with b = XᵀWy, so no `[n, d]` temporary is made.
+    fn fit(&self, features: &Array2<f64>) -> Fit {
+        let x = with_constant(features);
+        let b = x.t().dot(&self.weighted); // [1 + m, d]
+        let gram = x.t().dot(&(&x * &self.weights.view().insert_axis(Axis(1))));
+        let coefficients = pinv_symmetric(&gram).dot(&b);
+        let explained = (&b * &coefficients).sum_axis(Axis(0));
+        let residual = self.sum_sq.iter().zip(&explained).map(|(q, e)| (q - e).max(0.0)).collect();
+        Fit { coefficients, total: self.total.clone(), residual }
+    }
+}
+
+/// [1, features]: `[n, 1 + m]`.
+fn with_constant(features: &Array2<f64>) -> Array2<f64> {
+    let mut x = Array2::ones((features.nrows(), features.ncols() + 1));
+    x.slice_mut(ndarray::s![.., 1..]).assign(features);
+    x
+}
+
+/// The pseudo-inverse of a small symmetric positive semi-definite matrix, by Jacobi
+/// rotations: eigenvalues below 1e-10 × the largest are taken as zero (torch's
+/// `linalg_pinv(rtol = 1e-10, hermitian)`).
+fn pinv_symmetric(m: &Array2<f64>) -> Array2<f64> {
+    let n = m.nrows();
+    let mut a = m.clone();
+    let mut v = Array2::<f64>::eye(n);
+    for _sweep in 0..100 {
+        let off: f64 = (0..n)
+            .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
+            .map(|(i, j)| a[[i, j]].powi(2))
+            .sum();
+        let diag: f64 = (0..n).map(|i| a[[i, i]].powi(2)).sum();
+        if off <= 1e-30 * diag.max(f64::MIN_POSITIVE) {
+            break;
+        }
+        for i in 0..n {
+            for j in i + 1..n {
+                if a[[i, j]].abs() < f64::MIN_POSITIVE {
+                    continue;
+                }
+                let theta = (a[[j, j]] - a[[i, i]]) / (2.0 * a[[i, j]]);
+                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
+                let t = if theta == 0.0 { 1.0 } else { t };
+                let (c, s) = (1.0 / (t * t + 1.0).sqrt(), t / (t * t + 1.0).sqrt());
+                for k in 0..n {
+                    let (aki, akj) = (a[[k, i]], a[[k, j]]);
+                    a[[k, i]] = c * aki - s * akj;
+                    a[[k, j]] = s * aki + c * akj;
+                }
+                for k in 0..n {
+                    let (aik, ajk) = (a[[i, k]], a[[j, k]]);
+                    a[[i, k]] = c * aik - s * ajk;
+                    a[[j, k]] = s * aik + c * ajk;
+                }
+                for k in 0..n {
+                    let (vki, vkj) = (v[[k, i]], v[[k, j]]);
+                    v[[k, i]] = c * vki - s * vkj;
+                    v[[k, j]] = s * vki + c * vkj;
+                }
+            }
+        }
+    }
+    let eig: Vec<f64> = (0..n).map(|i| a[[i, i]]).collect();
+    let largest = eig.iter().fold(0.0f64, |m, e| m.max(e.abs()));
+    let inv = Array1::from_iter(eig.iter().map(|&e| if e.abs() > 1e-10 * largest && e != 0.0 { 1.0 / e } else { 0.0 }));
+    (&v * &inv.insert_axis(Axis(0))).dot(&v.t())
 }
 
 /// Per frequency k (index k − 1), the share of the between-cell energy of `acts` (`[p², d]`,
-/// all inputs a-major, e.g. every neuron's activation) that the `terms` of frequency k
-/// explain, summed over the d columns. For [`Terms::Products`] it is what the products add
+/// all inputs a-major, e.g. every neuron's activation), summed over its d columns, that the
+/// `terms` of frequency k explain. For [`Terms::Products`] it is what the four products add
 /// to the linear terms: R²(1, linear, products) − R²(1, linear).
 pub fn term_shares(task: &Task, acts: &Tensor, terms: Terms) -> Result<Vec<f64>> {
     let cells = Cells::new(task);
-    let means = cells.means(acts)?;
-    let weights = cells.weights();
+    let fitter = Fitter::new(&cells.means(acts)?, &cells.weights());
     Ok(all_freqs(task.p)
         .into_iter()
         .map(|k| {
-            let share = |t: Terms| weighted_fit(&means, &cells.features(k, t), &weights).share();
+            let share = |t: Terms| fitter.fit(&cells.features(k, t)).share();
             match terms {
                 Terms::Products => share(Terms::Products) - share(Terms::Linear),
                 t => share(t),
@@ -260,17 +327,35 @@ pub fn term_shares(task: &Task, acts: &Tensor, terms: Terms) -> Result<Vec<f64>>
 pub fn interaction_share(task: &Task, acts: &Tensor) -> Result<f64> {
     let cells = Cells::new(task);
     let means = cells.means(acts)?;
-    let (n_u, n_v) = (cells.u.len() as i64, cells.v.len() as i64);
-    let d = means.size()[1];
-    let y = means.view([n_u, n_v, d]);
-    let w = cells.weights().view([n_u, n_v, 1]);
-    let mean_over =
-        |dim: i64| (&y * &w).sum_dim_intlist(dim, true, Kind::Double) / w.sum_dim_intlist(dim, true, Kind::Double);
-    let (row, col) = (mean_over(1), mean_over(0)); // ȳ(u, ·) [n_u, 1, d], ȳ(·, v) [1, n_v, d]
-    let grand = (&y * &w).sum_dim_intlist([0, 1].as_slice(), true, Kind::Double) / w.sum(Kind::Double);
-    let additive = &row + &col - &grand;
-    let total = ((&y - &grand).square() * &w).sum(Kind::Double).double_value(&[]);
-    let residual = ((&y - additive).square() * &w).sum(Kind::Double).double_value(&[]);
+    let (n_u, n_v, d) = (cells.u.len(), cells.v.len(), means.ncols());
+    let w = |i: usize, j: usize| cells.counts[i * n_v + j];
+    let (mut row, mut col) = (Array2::<f64>::zeros((n_u, d)), Array2::<f64>::zeros((n_v, d)));
+    let (mut row_w, mut col_w) = (vec![0.0; n_u], vec![0.0; n_v]);
+    let mut grand = Array1::<f64>::zeros(d);
+    for i in 0..n_u {
+        for j in 0..n_v {
+            let y = means.row(i * n_v + j);
+            row.row_mut(i).scaled_add(w(i, j), &y);
+            col.row_mut(j).scaled_add(w(i, j), &y);
+            grand.scaled_add(w(i, j), &y);
+            row_w[i] += w(i, j);
+            col_w[j] += w(i, j);
+        }
+    }
+    let total_w: f64 = cells.counts.iter().sum();
+    grand /= total_w;
+    row.rows_mut().into_iter().zip(&row_w).for_each(|(mut r, n)| r /= *n);
+    col.rows_mut().into_iter().zip(&col_w).for_each(|(mut c, n)| c /= *n);
+    let (mut total, mut residual) = (0.0, 0.0);
+    for i in 0..n_u {
+        for j in 0..n_v {
+            let y = means.row(i * n_v + j);
+            for n in 0..d {
+                total += w(i, j) * (y[n] - grand[n]).powi(2);
+                residual += w(i, j) * (y[n] - row[[i, n]] - col[[j, n]] + grand[n]).powi(2);
+            }
+        }
+    }
     Ok(if total > 0.0 { residual / total } else { 0.0 })
 }
 
@@ -285,41 +370,43 @@ pub fn embed_wave_shares(task: &Task, model: &HookedTransformer) -> Result<Vec<f
     if w_e.size()[0] < p {
         return Err(Error::config(format!("W_E has {} rows, fewer than p = {p}", w_e.size()[0])));
     }
-    let w_e = w_e.narrow(0, 0, p);
     let u = task.g_values();
-    let weights = Tensor::ones([p], (Kind::Double, Device::Cpu));
+    let fitter = Fitter::new(&to_array2(&w_e.narrow(0, 0, p))?, &Array1::ones(p as usize));
     Ok(all_freqs(p)
         .into_iter()
         .map(|k| {
-            let waves: Vec<f64> = u.iter().flat_map(|&x| [angle(p, k, x).cos(), angle(p, k, x).sin()]).collect();
-            weighted_fit(&w_e, &Tensor::from_slice(&waves).view([p, 2]), &weights).share()
+            let waves = Array2::from_shape_fn((p as usize, 2), |(a, j)| {
+                let t = angle(p, k, u[a]);
+                if j == 0 {
+                    t.cos()
+                } else {
+                    t.sin()
+                }
+            });
+            fitter.fit(&waves).share()
         })
         .collect())
 }
 
 /// Per neuron (column of `acts`, `[p², d]`), the R² over the cells of its fit on the nine
-/// functions [`Terms::Products`] (with the constant) of its own frequency `freqs[n]`.
+/// functions of [`Terms::Products`] (with the constant) at its own frequency `freqs[n]`.
 pub fn neuron_r2(task: &Task, acts: &Tensor, freqs: &[i64]) -> Result<Vec<f64>> {
     let cells = Cells::new(task);
     let means = cells.means(acts)?;
-    let d = means.size()[1] as usize;
+    let d = means.ncols();
     if freqs.len() != d {
         return Err(Error::config(format!("{} frequencies for {d} neurons", freqs.len())));
     }
     let mut distinct = freqs.to_vec();
     distinct.sort_unstable();
     distinct.dedup();
-    crate::measures::check_key_freqs(task.p, &distinct)?;
+    check_key_freqs(task.p, &distinct)?;
     let weights = cells.weights();
     let mut r2 = vec![0.0; d];
     for k in distinct {
-        let columns: Vec<i64> = (0..d as i64).filter(|&n| freqs[n as usize] == k).collect();
-        let fit = weighted_fit(
-            &means.index_select(1, &Tensor::from_slice(&columns)),
-            &cells.features(k, Terms::Products),
-            &weights,
-        );
-        columns.iter().zip(fit.r2()).for_each(|(&n, value)| r2[n as usize] = value);
+        let columns: Vec<usize> = (0..d).filter(|&n| freqs[n] == k).collect();
+        let fit = Fitter::new(&means.select(Axis(1), &columns), &weights).fit(&cells.features(k, Terms::Products));
+        columns.iter().zip(fit.r2()).for_each(|(&n, value)| r2[n] = value);
     }
     Ok(r2)
 }
@@ -335,24 +422,25 @@ pub struct NeuronCells {
     pub v_order: Vec<i64>,
     /// The neuron's mean activation in each cell: `[u, v]`.
     pub actual: Array2<f64>,
-    /// Its fit on [`Terms::Products`] of frequency k.
+    /// Its fit on the nine functions of [`Terms::Products`] at frequency k.
     pub fitted: Array2<f64>,
     /// The fit's R² over the cells (weighted by the inputs in each).
     pub r2: f64,
-    /// The fit's coefficients on the constant and then [`Terms::columns`] of [`Terms::Products`].
+    /// The fit's coefficients: the constant's, then those of [`Terms::columns`] of [`Terms::Products`].
     pub coefficients: Vec<f64>,
 }
 
 /// Neuron `neuron` of `acts` (`[p², d]`) over the cells, with its nine-term fit at frequency k.
 pub fn neuron_cells(task: &Task, acts: &Tensor, neuron: i64, k: i64) -> Result<NeuronCells> {
-    crate::measures::check_key_freqs(task.p, &[k])?;
+    check_key_freqs(task.p, &[k])?;
     let cells = Cells::new(task);
     let means = cells.means(acts)?;
-    if !(0..means.size()[1]).contains(&neuron) {
-        return Err(Error::config(format!("no neuron {neuron}: there are {}", means.size()[1])));
-    }
-    let column = means.narrow(1, neuron, 1);
-    let fit = weighted_fit(&column, &cells.features(k, Terms::Products), &cells.weights());
+    let n = usize::try_from(neuron).ok().filter(|&n| n < means.ncols());
+    let n = n.ok_or_else(|| Error::config(format!("no neuron {neuron}: there are {}", means.ncols())))?;
+    let column = means.select(Axis(1), &[n]);
+    let features = cells.features(k, Terms::Products);
+    let fit = Fitter::new(&column, &cells.weights()).fit(&features);
+    let fitted = with_constant(&features).dot(&fit.coefficients);
     let p = task.p;
     let order = |values: &[i64]| {
         let mut idx: Vec<usize> = (0..values.len()).collect();
@@ -360,36 +448,29 @@ pub fn neuron_cells(task: &Task, acts: &Tensor, neuron: i64, k: i64) -> Result<N
         idx
     };
     let (iu, iv) = (order(&cells.u), order(&cells.v));
-    let (n_u, n_v) = (cells.u.len(), cells.v.len());
-    let grid = |t: &Tensor| -> Result<Array2<f64>> {
-        let full = to_array2(&t.view([n_u as i64, n_v as i64]))?;
-        Ok(Array2::from_shape_fn((n_u, n_v), |(i, j)| full[[iu[i], iv[j]]]))
-    };
+    let n_v = cells.v.len();
+    let grid = |t: &Array2<f64>| Array2::from_shape_fn((iu.len(), iv.len()), |(i, j)| t[[iu[i] * n_v + iv[j], 0]]);
     Ok(NeuronCells {
         neuron,
         k,
         u_order: iu.iter().map(|&i| cells.u[i]).collect(),
         v_order: iv.iter().map(|&j| cells.v[j]).collect(),
-        actual: grid(&column)?,
-        fitted: grid(&fit.fitted)?,
+        actual: grid(&column),
+        fitted: grid(&fitted),
         r2: fit.r2()[0],
-        coefficients: Vec::<f64>::try_from(fit.coefficients.flatten(0, -1))?,
+        coefficients: fit.coefficients.column(0).to_vec(),
     })
 }
 
-/// The control "a shuffled neuron": `acts` (`[p², d]`) with the cells permuted (one
-/// permutation, seeded, the same for every column): each input gets the mean of another
-/// cell. What varies inside a cell is dropped; the between-cell values are kept, in an
-/// order that no function of (u, v) explains.
+/// The control "a shuffled neuron": `acts` (`[p², d]`) with the cells permuted (one seeded
+/// permutation, the same for every column): each input gets the mean of another cell.
+/// What varies inside a cell is dropped; the between-cell values are kept, in an order that
+/// no function of (u, v) explains.
 pub fn shuffle_cells(task: &Task, acts: &Tensor, seed: u64) -> Result<Tensor> {
     let cells = Cells::new(task);
-    let means = cells.means(acts)?;
-    let mut order: Vec<i64> = (0..cells.len() as i64).collect();
-    let mut rng = SplitMix(seed);
-    for i in (1..order.len()).rev() {
-        order.swap(i, rng.below(i as u64 + 1) as usize);
-    }
-    let shuffled = means.index_select(0, &Tensor::from_slice(&order));
+    let means = crate::arrays::to_tensor(&cells.means(acts)?);
+    let order = permutation(cells.len(), seed);
+    let shuffled = means.index_select(0, &Tensor::from_slice(&order.iter().map(|&i| i as i64).collect::<Vec<_>>()));
     Ok(shuffled.index_select(0, &Tensor::from_slice(cells.cell_of())))
 }
 
@@ -410,7 +491,7 @@ pub fn random_freqs(p: i64, own: &[i64], seed: u64) -> Vec<i64> {
         .collect()
 }
 
-/// A row over c = 0..p (a neuron's row of W_out·W_U) and its wave at one frequency.
+/// A row over c = 0..p (e.g. a neuron's row of W_out·W_U) and its wave at one frequency.
 #[derive(Clone, Debug)]
 pub struct LogitWave {
     pub k: i64,
@@ -418,8 +499,8 @@ pub struct LogitWave {
     pub row: Vec<f64>,
     /// Its projection on cos(w_k c), sin(w_k c): B cos(w_k c + θ).
     pub wave: Vec<f64>,
-    /// ‖wave‖² / ‖row‖²: the share of the row's energy at k (orthogonal over c, so the
-    /// shares of all k add up to 1).
+    /// ‖wave‖² / ‖row‖²: the share of the row's energy at k (the waves are orthogonal over
+    /// c, so the shares of all k add up to 1).
     pub share: f64,
     /// B ≥ 0 and θ ∈ (−π, π].
     pub amplitude: f64,
@@ -429,7 +510,7 @@ pub struct LogitWave {
 /// `row` (over c = 0..p) against the wave of frequency k.
 pub fn row_wave(row: &[f64], k: i64) -> Result<LogitWave> {
     let p = row.len() as i64;
-    crate::measures::check_key_freqs(p, &[k])?;
+    check_key_freqs(p, &[k])?;
     let mean = row.iter().sum::<f64>() / p as f64;
     let row: Vec<f64> = row.iter().map(|r| r - mean).collect();
     let (mut gc, mut gs) = (0.0, 0.0);
@@ -442,7 +523,7 @@ pub fn row_wave(row: &[f64], k: i64) -> Result<LogitWave> {
     let wave: Vec<f64> = (0..p).map(|c| bc * angle(p, k, c).cos() + bs * angle(p, k, c).sin()).collect();
     let energy: f64 = row.iter().map(|r| r * r).sum();
     let share = if energy > 0.0 { wave.iter().map(|w| w * w).sum::<f64>() / energy } else { 0.0 };
-    Ok(LogitWave { k, row, wave, share, amplitude: bc.hypot(bs), phase: (-bs).atan2(bc) })
+    Ok(LogitWave { k, row, wave, share, amplitude: bc.hypot(bs), phase: wrap((-bs).atan2(bc)) })
 }
 
 /// Neuron `neuron`'s row of the neuron-to-logit map W_out·W_U over c, against frequency k.
@@ -457,7 +538,7 @@ pub fn logit_wave(model: &HookedTransformer, neuron: i64, k: i64) -> Result<Logi
 /// A neuron's phase on the way in (its activation over the cells ≈ const + A cos(w_k s + φ),
 /// s = u + v mod p) and on the way out (its W_out·W_U row ≈ B cos(w_k c + θ)). Its
 /// contribution to the logits is then ½AB cos(w_k(s − c) + φ − θ) + ½AB cos(w_k(s + c) + φ + θ):
-/// the first peaks at c = s when θ = φ; the second cancels over neurons of spread phases.
+/// the first peaks at c = s when θ = φ; the second cancels over neurons whose phases spread.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct NeuronPhase {
     pub neuron: i64,
@@ -486,7 +567,8 @@ pub fn wrap(x: f64) -> f64 {
 }
 
 /// Each listed neuron's phases at its frequency (`neurons[i]` at `freqs[i]`), from its
-/// activation `acts` (`[p², d]`) over the cells and its row of `w_logit` (`[d, p]`, W_out·W_U).
+/// activation `acts` (`[p², d]`) over the cells and its row of `w_logit` (`[d, p]`, W_out·W_U,
+/// e.g. [`crate::measures::w_logit`]).
 pub fn neuron_phases(
     task: &Task,
     acts: &Tensor,
@@ -499,26 +581,25 @@ pub fn neuron_phases(
     }
     let cells = Cells::new(task);
     let means = cells.means(acts)?;
-    let w = f64_cpu(w_logit);
-    let d = means.size()[1];
-    if w.size() != [d, task.p] {
-        return Err(Error::config(format!("w_logit must be [{d}, {}], got {:?}", task.p, w.size())));
+    let w = to_array2(w_logit)?;
+    let d = means.ncols();
+    if w.dim() != (d, task.p as usize) {
+        return Err(Error::config(format!("w_logit must be [{d}, {}], got {:?}", task.p, w.dim())));
     }
     let weights = cells.weights();
     neurons
         .iter()
         .zip(freqs)
-        .map(|(&n, &k)| {
-            if !(0..d).contains(&n) {
-                return Err(Error::config(format!("no neuron {n}: there are {d}")));
-            }
-            let out = row_wave(&Vec::<f64>::try_from(w.get(n))?, k)?;
-            let fit = weighted_fit(&means.narrow(1, n, 1), &cells.features(k, Terms::Sum), &weights);
-            let (bc, bs) = (fit.coefficients.double_value(&[1, 0]), fit.coefficients.double_value(&[2, 0]));
+        .map(|(&neuron, &k)| {
+            let n = usize::try_from(neuron).ok().filter(|&n| n < d);
+            let n = n.ok_or_else(|| Error::config(format!("no neuron {neuron}: there are {d}")))?;
+            let out = row_wave(&w.row(n).to_vec(), k)?;
+            let fit = Fitter::new(&means.select(Axis(1), &[n]), &weights).fit(&cells.features(k, Terms::Sum));
+            let (bc, bs) = (fit.coefficients[[1, 0]], fit.coefficients[[2, 0]]);
             Ok(NeuronPhase {
-                neuron: n,
+                neuron,
                 k,
-                input_phase: (-bs).atan2(bc),
+                input_phase: wrap((-bs).atan2(bc)),
                 input_amplitude: bc.hypot(bs),
                 output_phase: out.phase,
                 output_amplitude: out.amplitude,
@@ -527,8 +608,8 @@ pub fn neuron_phases(
         .collect()
 }
 
-/// How well phases line up: |mean of e^{i·x}| over the angles `x` (1 when all are equal,
-/// about 1/√n for n random ones; 0 for none).
+/// How well angles line up: |mean of e^{i·x}| over the angles `x` (1 when all are equal,
+/// about 1/√n for n uniformly random ones; 0 for none).
 pub fn alignment(angles: &[f64]) -> f64 {
     if angles.is_empty() {
         return 0.0;
@@ -540,11 +621,7 @@ pub fn alignment(angles: &[f64]) -> f64 {
 /// The control for [`alignment`]: φ − θ with each neuron's input phase paired with
 /// another neuron's output phase (a seeded permutation of the outputs).
 pub fn shuffled_differences(phases: &[NeuronPhase], seed: u64) -> Vec<f64> {
-    let mut order: Vec<usize> = (0..phases.len()).collect();
-    let mut rng = SplitMix(seed);
-    for i in (1..order.len()).rev() {
-        order.swap(i, rng.below(i as u64 + 1) as usize);
-    }
+    let order = permutation(phases.len(), seed);
     phases.iter().zip(&order).map(|(ph, &j)| wrap(ph.input_phase - phases[j].output_phase)).collect()
 }
 
@@ -555,7 +632,7 @@ pub fn offsets(p: i64) -> Vec<i64> {
 
 /// Σ_k α_k cos(w_k d) / √(p³/2) at each offset d of [`offsets`], for `terms` = (k, α_k):
 /// what the key cubes α_k C_k add up to at c = u + v + d, in logit units (C_k is the unit
-/// cube cos(w_k(s − c)) / √(p³/2), so α_k are [`crate::measures::LogitPeriodicity`]'s
+/// cube cos(w_k(s − c)) / √(p³/2), and α_k are [`crate::measures::LogitPeriodicity`]'s
 /// coefficients). Every term is largest at d = 0; elsewhere they disagree and cancel.
 pub fn interference(p: i64, terms: &[(i64, f64)]) -> Vec<f64> {
     let unit = ((p * p * p) as f64 / 2.0).sqrt();
@@ -566,19 +643,17 @@ pub fn interference(p: i64, terms: &[(i64, f64)]) -> Vec<f64> {
 /// the centred logit L[a, b, u + v + d] − mean_c L[a, b, ·] (`logits` `[p², p]`).
 pub fn logits_by_offset(task: &Task, logits: &Tensor) -> Result<Vec<f64>> {
     let p = task.p;
-    let l = Cells::new(task).check(logits)?;
-    if l.size()[1] != p {
-        return Err(Error::config(format!("logits must have p = {p} columns, got {:?}", l.size())));
+    let l = to_array2(&Cells::new(task).check(logits)?)?;
+    if l.ncols() != p as usize {
+        return Err(Error::config(format!("logits must have p = {p} columns, got {:?}", l.dim())));
     }
-    let centred = &l - l.mean_dim(1, true, Kind::Double);
-    let labels = task.labels();
-    offsets(p)
+    let labels = Vec::<i64>::try_from(task.labels())?;
+    let means = l.mean_axis(Axis(1)).expect("p ≥ 1 columns");
+    let n = l.nrows() as f64;
+    Ok(offsets(p)
         .into_iter()
-        .map(|d| {
-            let c = (&labels + d).remainder(p);
-            Ok(centred.gather(1, &c.unsqueeze(1), false).mean(Kind::Double).double_value(&[]))
-        })
-        .collect()
+        .map(|d| (0..l.nrows()).map(|i| l[[i, (labels[i] + d).rem_euclid(p) as usize]] - means[i]).sum::<f64>() / n)
+        .collect())
 }
 
 /// How far a curve over [`offsets`] peaks at d = 0: (value at 0 − the largest elsewhere) /
@@ -589,12 +664,60 @@ pub fn peak_margin(curve: &[f64]) -> f64 {
     let mid = curve.len() / 2;
     match curve.get(mid) {
         Some(&top) if top != 0.0 => {
-            let runner_up =
-                curve.iter().enumerate().filter(|(i, _)| *i != mid).map(|(_, v)| *v).fold(f64::NEG_INFINITY, f64::max);
-            (top - runner_up) / top.abs()
+            let others = curve.iter().enumerate().filter(|(i, _)| *i != mid).map(|(_, v)| *v);
+            (top - others.fold(f64::NEG_INFINITY, f64::max)) / top.abs()
         }
         _ => f64::NAN,
     }
+}
+
+/// How the logits' energy splits, as shares of ‖L − mean_c L‖² (each input's logits less
+/// their mean over c, which softmax ignores): nested sets of functions, so the shares grow.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogitShares {
+    /// Σ_{k∈K} α_k²: the key cubes cos(w_k(u + v − c)).
+    pub key_cubes: f64,
+    /// Σ_k α_k² over every frequency: all of L that is a wave in u + v − c.
+    pub all_cubes: f64,
+    /// What depends on (a, b) only through s = u + v (the class means over s): any function
+    /// of (s, c), of which the cubes are a part.
+    pub function_of_sum: f64,
+    /// What depends on (a, b) only through the cell (u, v).
+    pub function_of_cell: f64,
+}
+
+/// [`LogitShares`] of `logits` (`[p², p]`), given the task view's α_k (`coefficients[k − 1]`,
+/// [`crate::measures::logit_periodicity`] in [`crate::fourier::View::Task`]) and a key set.
+pub fn logit_shares(task: &Task, logits: &Tensor, coefficients: &[f64], key_freqs: &[i64]) -> Result<LogitShares> {
+    let p = task.p;
+    check_key_freqs(p, key_freqs)?;
+    if coefficients.len() as i64 != (p - 1) / 2 {
+        return Err(Error::config(format!("{} coefficients, not (p − 1)/2 = {}", coefficients.len(), (p - 1) / 2)));
+    }
+    let cells = Cells::new(task);
+    let l = cells.check(logits)?;
+    let centred = &l - l.mean_dim(1, true, Kind::Double);
+    let total = centred.square().sum(Kind::Double).double_value(&[]);
+    if total <= 0.0 {
+        return Err(Error::config("the logits do not vary over c: their shares are undefined"));
+    }
+    // The between-class energy of the centred logits; their mean over the inputs is kept in
+    // (a function of c alone is a function of every class).
+    let class_energy = |ids: &[i64]| {
+        let n = ids.iter().max().map_or(0, |m| m + 1);
+        let ids = Tensor::from_slice(ids);
+        let sums = Tensor::zeros([n, p], (Kind::Double, Device::Cpu)).index_add(0, &ids, &centred);
+        let counts = ids.bincount(None::<Tensor>, n).to_kind(Kind::Double).clamp_min(1.0);
+        (sums.square() / counts.unsqueeze(1)).sum(Kind::Double).double_value(&[])
+    };
+    let sums = crate::fourier::View::Task.sums(task);
+    let sq = |freqs: &[i64]| freqs.iter().map(|&k| coefficients[k as usize - 1].powi(2)).sum::<f64>() / total;
+    Ok(LogitShares {
+        key_cubes: sq(key_freqs),
+        all_cubes: sq(&all_freqs(p)),
+        function_of_sum: class_energy(&sums) / total,
+        function_of_cell: class_energy(cells.cell_of()) / total,
+    })
 }
 
 /// One input's logits over c and their key-term approximation.
@@ -621,21 +744,18 @@ pub fn approximate_logits(
     pair: i64,
 ) -> Result<ApproximateLogits> {
     let p = task.p;
-    crate::measures::check_key_freqs(p, key_freqs)?;
+    check_key_freqs(p, key_freqs)?;
     if !(0..p * p).contains(&pair) {
         return Err(Error::config(format!("no input {pair}: there are {}", p * p)));
     }
     if coefficients.len() as i64 != (p - 1) / 2 {
-        return Err(Error::config(format!(
-            "{} coefficients, not one per frequency ((p − 1)/2 = {})",
-            coefficients.len(),
-            (p - 1) / 2
-        )));
+        return Err(Error::config(format!("{} coefficients, not (p − 1)/2 = {}", coefficients.len(), (p - 1) / 2)));
     }
-    let row = Vec::<f64>::try_from(f64_cpu(logits).get(pair))?;
-    if row.len() as i64 != p {
-        return Err(Error::config(format!("logits must have p = {p} columns, got {}", row.len())));
+    let l = Cells::new(task).check(logits)?;
+    if l.size()[1] != p {
+        return Err(Error::config(format!("logits must have p = {p} columns, got {:?}", l.size())));
     }
+    let row = Vec::<f64>::try_from(l.get(pair))?;
     let mean = row.iter().sum::<f64>() / p as f64;
     let (u, v) = (task.g.eval(pair / p, p), task.h.eval(pair % p, p));
     let s = (u + v) % p;
@@ -678,6 +798,16 @@ pub fn coverage_map(task: &Task, split: &Split) -> Result<CoverageMap> {
         }
     });
     Ok(CoverageMap { u: cells.u.clone(), v: cells.v.clone(), train, unseen_test })
+}
+
+/// A seeded permutation of 0..n (Fisher–Yates).
+fn permutation(n: usize, seed: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut rng = SplitMix(seed);
+    for i in (1..n).rev() {
+        order.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    order
 }
 
 /// SplitMix64: a small seeded generator for the controls (torch's global one is left alone).
@@ -726,7 +856,7 @@ mod tests {
         let f = |u: i64, v: i64| (u * 7 + v * v) as f64;
         let means = cells.means(&column(&task, f)).unwrap();
         for (i, (u, v)) in cells.uv().into_iter().enumerate() {
-            assert_eq!(means.double_value(&[i as i64, 0]), f(u, v));
+            assert_eq!(means[[i, 0]], f(u, v));
         }
         assert!(cells.means(&Tensor::zeros([10, 2], (Kind::Double, Device::Cpu))).is_err());
     }
@@ -902,118 +1032,97 @@ mod tests {
     }
 
     #[test]
-    #[ignore]
-    fn explore_fixtures() {
-        let t0 = std::time::Instant::now();
-        let lap = |what: &str| println!("  [{what}: {:.1} s]", t0.elapsed().as_secs_f64());
-        for name in ["seed"] {
-            let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/runs/");
-            let config: crate::config::RunConfig =
-                serde_json::from_str(&std::fs::read_to_string(format!("{dir}{name}_config.json")).unwrap()).unwrap();
-            let task = config.task;
-            let p = task.p;
-            let model = crate::run::load_state_dict(
-                std::path::Path::new(&format!("{dir}{name}_final.safetensors")),
-                &config,
-                Device::Cpu,
-            )
-            .unwrap();
-            let acts = crate::measures::all_inputs(&model, &task).unwrap();
-            lap("all_inputs");
-            let per =
-                crate::fourier::PerView::new(|v| crate::measures::logit_periodicity(&task, v, &acts.logits).unwrap());
-            let keys = crate::measures::LogitRule::default().detect_views(&task, &per).task;
-            let alpha = per.task.coefficients.clone();
-            println!("orbits {:?}", crate::measures::frequency_orbits(&task));
-            let l = crate::measures::f64_cpu(&acts.logits);
-            let centred = (&l - l.mean_dim(1, true, Kind::Double)).square().sum(Kind::Double).double_value(&[]);
-            let all: f64 = alpha.iter().map(|a| a * a).sum();
-            println!("all-k share of centred logits {:.4}", all / centred);
-            let mut ranked: Vec<usize> = (0..56).collect();
-            ranked.sort_by(|&i, &j| alpha[j].abs().total_cmp(&alpha[i].abs()));
-            println!(
-                "top alphas {:?}",
-                ranked
-                    .iter()
-                    .take(12)
-                    .map(|&i| (i + 1, (alpha[i] * alpha[i] / centred * 1000.0).round() / 1000.0))
-                    .collect::<Vec<_>>()
-            );
-            lap("periodicity");
-            let post = acts.mlp_post.shallow_clone();
-            let prod = term_shares(&task, &post, Terms::Products).unwrap();
-            lap("term_shares");
-            let mut r: Vec<usize> = (0..56).collect();
-            r.sort_by(|&i, &j| prod[j].total_cmp(&prod[i]));
-            println!(
-                "post products top {:?}",
-                r.iter().take(12).map(|&i| (i + 1, (prod[i] * 1000.0).round() / 1000.0)).collect::<Vec<_>>()
-            );
-            let lin = term_shares(&task, &post, Terms::Linear).unwrap();
-            r.sort_by(|&i, &j| lin[j].total_cmp(&lin[i]));
-            println!(
-                "post linear top {:?}",
-                r.iter().take(12).map(|&i| (i + 1, (lin[i] * 1000.0).round() / 1000.0)).collect::<Vec<_>>()
-            );
-            let emb = embed_wave_shares(&task, &model).unwrap();
-            lap("embed");
-            r.sort_by(|&i, &j| emb[j].total_cmp(&emb[i]));
-            println!(
-                "embed top {:?}",
-                r.iter().take(14).map(|&i| (i + 1, (emb[i] * 1000.0).round() / 1000.0)).collect::<Vec<_>>()
-            );
-            let out = crate::measures::neuron_logit_freq(&model).unwrap();
-            let mut counts = vec![0; 57];
-            for n in 0..512 {
-                if out.max[n] >= 0.5 {
-                    counts[out.best_freq[n] as usize] += 1;
-                }
-            }
-            println!(
-                "neurons with out share >= 0.5 by freq: {:?}",
-                (1..=56).filter(|&k| counts[k] > 0).map(|k| (k, counts[k])).collect::<Vec<_>>()
-            );
-            let r2 = neuron_r2(&task, &post, &out.best_freq).unwrap();
-            lap("neuron_r2");
-            let sel: Vec<i64> = (0..512)
-                .filter(|&n| keys.freqs.contains(&out.best_freq[n as usize]) && out.max[n as usize] >= 0.5)
-                .collect();
-            let fr: Vec<i64> = sel.iter().map(|&n| out.best_freq[n as usize]).collect();
-            let ph = neuron_phases(&task, &post, &crate::measures::w_logit(&model), &sel, &fr).unwrap();
-            lap("phases");
-            let hist = |xs: &[f64]| {
-                let mut h = vec![0; 8];
-                for x in xs {
-                    h[(((x + PI) / (2.0 * PI) * 8.0) as usize).min(7)] += 1;
-                }
-                h
-            };
-            println!("input phase hist {:?}", hist(&ph.iter().map(|x| x.input_phase).collect::<Vec<_>>()));
-            println!("output phase hist {:?}", hist(&ph.iter().map(|x| x.output_phase).collect::<Vec<_>>()));
-            println!("diff hist {:?}", hist(&ph.iter().map(|x| x.difference()).collect::<Vec<_>>()));
-            for &k in &keys.freqs {
-                let d: Vec<f64> = ph.iter().filter(|x| x.k == k).map(|x| x.difference()).collect();
-                let o: Vec<f64> = ph.iter().filter(|x| x.k == k).map(|x| x.output_phase).collect();
-                println!(
-                    "  k {k}: {} neurons, alignment {:.3}, output-phase concentration {:.3}",
-                    d.len(),
-                    alignment(&d),
-                    alignment(&o)
-                );
-            }
-            let top: Vec<usize> = {
-                let mut v: Vec<usize> = (0..512).collect();
-                v.sort_by(|&i, &j| out.max[j].total_cmp(&out.max[i]));
-                v
-            };
-            for &n in top.iter().take(5) {
-                println!("neuron {n}: out k {} share {:.3}; r2 {:.3}", out.best_freq[n], out.max[n], r2[n]);
-            }
-            let nc = neuron_cells(&task, &post, top[0] as i64, out.best_freq[top[0]]).unwrap();
-            println!("coefs {:?}", nc.coefficients.iter().map(|c| (c * 1000.0).round() / 1000.0).collect::<Vec<_>>());
-            let s_classes = crate::fourier::View::Task.sums(&task);
-            let _ = (p, s_classes);
-            lap("done");
-        }
+    fn pinv_of_a_rank_deficient_gram_matrix() {
+        // Columns x, 2x and y: rank 2; the pseudo-inverse satisfies G G⁺ G = G.
+        let x = ndarray::arr2(&[[1.0, 2.0, 0.5], [2.0, 4.0, -1.0], [0.0, 0.0, 3.0], [1.5, 3.0, 1.0]]);
+        let g = x.t().dot(&x);
+        let gp = pinv_symmetric(&g);
+        assert!((g.dot(&gp).dot(&g) - &g).iter().all(|d| d.abs() < 1e-9), "{gp:?}");
+        let full = ndarray::arr2(&[[4.0, 1.0], [1.0, 3.0]]);
+        assert!((full.dot(&pinv_symmetric(&full)) - Array2::<f64>::eye(2)).iter().all(|d| d.abs() < 1e-12));
+    }
+
+    #[test]
+    fn logit_shares_are_nested_and_exact_for_key_cubes() {
+        let task = Task::seed();
+        let p = task.p;
+        let unit = ((p * p * p) as f64 / 2.0).sqrt();
+        let labels = Vec::<i64>::try_from(task.labels()).unwrap();
+        let cells = Cells::new(&task);
+        // Key cubes at 14 and 35, plus a function of the cell that is no function of u + v.
+        let cube =
+            |i: usize, c: i64| [14, 35].iter().map(|&k| 300.0 * angle(p, k, labels[i] - c).cos()).sum::<f64>() / unit;
+        let values: Vec<f64> = (0..(p * p) as usize)
+            .flat_map(|i| {
+                let cell = cells.cell_of()[i];
+                (0..p).map(move |c| cube(i, c) + if c == 3 { (cell % 5) as f64 } else { 0.0 })
+            })
+            .collect();
+        let logits = Tensor::from_slice(&values).view([p * p, p]);
+        let alpha =
+            crate::measures::logit_periodicity(&task, crate::fourier::View::Task, &logits).unwrap().coefficients;
+        let shares = logit_shares(&task, &logits, &alpha, &[14, 35]).unwrap();
+        assert!(shares.key_cubes <= shares.all_cubes + 1e-12 && shares.all_cubes <= shares.function_of_sum + 1e-12);
+        assert!(
+            shares.function_of_sum < shares.function_of_cell && (shares.function_of_cell - 1.0).abs() < 1e-9,
+            "{shares:?}"
+        );
+        // The spike at c = 3 is a wave of every frequency in c, but not one of u + v − c.
+        assert!((shares.key_cubes - shares.all_cubes).abs() < 1e-3 && shares.all_cubes < 0.75, "{shares:?}");
+        let pure: Vec<f64> = (0..(p * p) as usize).flat_map(|i| (0..p).map(move |c| cube(i, c))).collect();
+        let pure = Tensor::from_slice(&pure).view([p * p, p]);
+        let alpha = crate::measures::logit_periodicity(&task, crate::fourier::View::Task, &pure).unwrap().coefficients;
+        let shares = logit_shares(&task, &pure, &alpha, &[14, 35]).unwrap();
+        assert!((shares.key_cubes - 1.0).abs() < 1e-9 && (shares.function_of_sum - 1.0).abs() < 1e-9, "{shares:?}");
+        assert!(logit_shares(&task, &pure, &alpha[..3], &[14]).is_err());
+    }
+
+    /// The seed's real 25,000-epoch run (its final checkpoint, `tests/data/runs`): what
+    /// `notebooks/algorithm.ipynb` says the full run shows.
+    #[test]
+    fn the_seed_run_uses_the_algorithm() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/runs/");
+        let config: crate::config::RunConfig =
+            serde_json::from_str(&std::fs::read_to_string(format!("{dir}seed_config.json")).unwrap()).unwrap();
+        let task = config.task;
+        let path = std::path::PathBuf::from(format!("{dir}seed_final.safetensors"));
+        let model = crate::run::load_state_dict(&path, &config, Device::Cpu).unwrap();
+        let acts = crate::measures::all_inputs(&model, &task).unwrap();
+        let periodicity =
+            crate::fourier::PerView::new(|v| crate::measures::logit_periodicity(&task, v, &acts.logits).unwrap());
+        let keys = crate::measures::LogitRule::default().detect_views(&task, &periodicity).task.freqs;
+        let orbits = crate::measures::frequency_orbits(&task);
+        let orbit_of_1 = orbits.iter().find(|o| o.contains(&1)).unwrap();
+        assert!(!keys.is_empty() && keys.iter().all(|k| orbit_of_1.contains(k)), "{keys:?}");
+        let at = |v: &[f64], k: i64| v[k as usize - 1];
+        let outside = |v: &[f64]| (1..=56).filter(|k| !orbit_of_1.contains(k)).map(|k| at(v, k)).fold(0.0, f64::max);
+        // The embedding: the key frequencies are the largest shares, the other orbits lower.
+        let embed = embed_wave_shares(&task, &model).unwrap();
+        let mut ranked: Vec<i64> = (1..=56).collect();
+        ranked.sort_by(|&i, &j| at(&embed, j).total_cmp(&at(&embed, i)));
+        let mut top = ranked[..keys.len()].to_vec();
+        top.sort_unstable();
+        assert_eq!(top, keys);
+        assert!(keys.iter().all(|&k| at(&embed, k) > 1.5 * outside(&embed)));
+        // The products appear after the ReLU, at the key frequencies, and hardly before it.
+        let (_, cache) = model.run_with_cache(&task.dataset()).unwrap();
+        let pre = cache.require("blocks.0.mlp.hook_pre").unwrap().select(1, -1);
+        let after = term_shares(&task, &acts.mlp_post, Terms::Products).unwrap();
+        let before = term_shares(&task, &pre, Terms::Products).unwrap();
+        assert!(keys.iter().all(|&k| at(&after, k) > 5.0 * outside(&after) && at(&after, k) > at(&before, k)));
+        assert!(interaction_share(&task, &pre).unwrap() < 0.5 * interaction_share(&task, &acts.mlp_post).unwrap());
+        // Neurons fit the nine terms of their own output frequency far better than the controls.
+        let out = crate::measures::neuron_logit_freq(&model).unwrap();
+        let median = |v: Vec<f64>| crate::series::sorted(&v)[v.len() / 2];
+        let own = median(neuron_r2(&task, &acts.mlp_post, &out.best_freq).unwrap());
+        let random = median(neuron_r2(&task, &acts.mlp_post, &random_freqs(task.p, &out.best_freq, 1)).unwrap());
+        let shuffled = shuffle_cells(&task, &acts.mlp_post, 1).unwrap();
+        let shuffled = median(neuron_r2(&task, &shuffled, &out.best_freq).unwrap());
+        assert!(own > 0.4 && own > 5.0 * random && own > 5.0 * shuffled, "{own} {random} {shuffled}");
+        // The key cubes peak the logits at the answer: the model's mean curve by offset too.
+        assert!(peak_margin(&logits_by_offset(&task, &acts.logits).unwrap()) > 0.3);
+        let alpha = &periodicity.task.coefficients;
+        let shares = logit_shares(&task, &acts.logits, alpha, &keys).unwrap();
+        assert!(shares.key_cubes > 0.15 && shares.function_of_cell > 0.99, "{shares:?}");
     }
 }

@@ -3,6 +3,7 @@
 pub use std::path::Path;
 pub use std::rc::Rc;
 
+pub use crate::algorithm::{self, Terms};
 pub use crate::analysis::{analyze, Overrides};
 pub use crate::arrays::{s, to_array1, to_array2, to_tensor, Array1, Array2, Axis};
 pub use crate::config::{ActFn, ModelConfig, RunConfig, TrainConfig};

@@ -372,3 +372,32 @@ fn pages_for_check_html() {
         "metadata": {"kernelspec": {"name": "rust", "display_name": "Rust", "language": "rust"}}});
     std::fs::write(dir.join("plot-notebook.ipynb"), nb.to_string()).expect("write");
 }
+
+#[test]
+fn lines_take_names_on_a_categorical_x_axis_and_the_seeds_font_sizes() {
+    let names = ["Constant", "Sin 1", "Cos 1"];
+    let fig = line(&[3.0, 1.0, 2.0]).x_labels(names).add_line("second", &[1.0, 1.0, 1.0]).x_labels(names)
+        .title("Norms of Embedding in Fourier Basis").xaxis("Fourier Component").yaxis("Norm");
+    let j = json_of(&fig);
+    assert_eq!(j["layout"]["xaxis"]["type"], "category");
+    for trace in j["data"].as_array().unwrap() {
+        assert_eq!(trace["x"], json!(names), "every line is drawn at the names, in order");
+    }
+    assert_eq!(j["data"][1]["name"], "second");
+    assert_eq!(j["layout"]["title"]["font"]["size"], 30, "pio.templates['plotly'].layout.title.font.size = 30");
+    assert_eq!(j["layout"]["xaxis"]["title"]["font"]["size"], 20);
+    assert_eq!(j["layout"]["yaxis"]["title"]["font"]["size"], 20);
+}
+
+#[test]
+fn ndarray_arrays_draw_row_by_row() {
+    let m = ndarray::arr2(&[[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]);
+    let rows = json_of(&line(&m));
+    assert_eq!(rows["data"].as_array().map(Vec::len), Some(2));
+    assert_eq!(rows["data"][1]["y"], json!([4, 5, 6]));
+    let columns = json_of(&line(&m.t()));
+    assert_eq!(columns["data"].as_array().map(Vec::len), Some(3));
+    assert_eq!(columns["data"][2]["y"], json!([3, 6]));
+    let x = json_of(&line(&m.row(0)).x(&ndarray::arr1(&[10.0, 20.0, 30.0])));
+    assert_eq!(x["data"][0]["x"], json!([10, 20, 30]));
+}

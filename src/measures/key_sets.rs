@@ -2,12 +2,13 @@
 //! the task's symmetry, the top n by evidence for every n, the set found with one
 //! frequency left out, and a same-size control the model does not lean on.
 //!
-//! Orbits: a multiplier h ∈ Z_p^* that maps the values g takes onto themselves, and those
-//! of h too, relabels the task-view waves: cos(2πk·h·u/p) over u ∈ g(Z_p) is
-//! cos(2πk·u'/p) over u' = h·u ∈ g(Z_p). So k and ±h·k describe the same functions of
-//! (u, v), and the evidence cannot single out one frequency of an orbit over another
-//! (on a⁴ + b⁴ mod 113 the fourth powers give 4 orbits of 14). For a + b every h
-//! qualifies and all frequencies form one orbit.
+//! Orbits: a multiplier t ∈ Z_p^* that maps the values of g onto themselves, and those of
+//! h too, maps the task onto itself: (u, v, c) ↦ (t·u, t·v, t·c) keeps c = u + v. It
+//! turns the waves of frequency k into those of t·k, so a model built on k and one built on
+//! ±t·k solve the task equally well, and which members of an orbit a run uses is chance
+//! (on a⁴ + b⁴ mod 113 the fourth powers give 4 orbits of 14; for a + b every t qualifies
+//! and all frequencies form one orbit, the a + b paper's "any frequency works"). The orbit
+//! presets ask whether a whole orbit carries the model, not which frequency in it does.
 
 use serde::Serialize;
 
@@ -29,7 +30,7 @@ impl KeySet {
     }
 }
 
-/// The frequencies 1..=(p−1)/2 grouped into orbits under k ↦ ±h·k (see the module
+/// The frequencies 1..=(p−1)/2 grouped into orbits under k ↦ ±t·k (see the module
 /// docs), each ascending, ordered by their smallest member.
 pub fn frequency_orbits(task: &Task) -> Vec<Vec<i64>> {
     let p = task.p;

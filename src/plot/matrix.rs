@@ -212,3 +212,10 @@ impl<S: ndarray::Data<Elem = f64>> From<ndarray::ArrayBase<S, ndarray::Ix2>> for
         Matrix::from(&a)
     }
 }
+
+/// An ndarray vector is a single row.
+impl<S: ndarray::Data<Elem = f64>> From<&ndarray::ArrayBase<S, ndarray::Ix1>> for Matrix {
+    fn from(a: &ndarray::ArrayBase<S, ndarray::Ix1>) -> Matrix {
+        Matrix::from_rows(&[a.to_vec()])
+    }
+}
