@@ -126,6 +126,13 @@ impl fmt::Display for View {
     }
 }
 
+/// The frequency of the wave k·x mod p, folded into 0..=(p−1)/2: cos(2πkx/p) = cos(2π(p−k)x/p),
+/// so k and p − k are one frequency (and sin changes sign).
+pub fn fold_freq(k: i64, p: i64) -> i64 {
+    let r = k.rem_euclid(p);
+    r.min(p - r)
+}
+
 /// The seed's `fourier_basis` and `fourier_basis_names`, in float64 on the CPU.
 pub struct FourierBasis {
     pub p: i64,
@@ -221,4 +228,22 @@ pub fn waves(p: i64, k: i64, values: &[i64]) -> (Tensor, Tensor) {
     let angles: Vec<f64> = values.iter().map(|&x| 2.0 * PI * ((k * x).rem_euclid(p)) as f64 / p as f64).collect();
     let angles = Tensor::from_slice(&angles);
     (angles.sin(), angles.cos())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fold_freq;
+
+    #[test]
+    fn a_folded_frequency_is_the_same_cosine_wave() {
+        let p = 113;
+        for k in [-340, -113, -57, -1, 0, 1, 56, 57, 112, 113, 169, 1000] {
+            let folded = fold_freq(k, p);
+            assert!((0..=(p - 1) / 2).contains(&folded), "k = {k} folded to {folded}");
+            for x in 0..p {
+                let wave = |k: i64| (2.0 * std::f64::consts::PI * (k * x).rem_euclid(p) as f64 / p as f64).cos();
+                assert!((wave(k) - wave(folded)).abs() < 1e-12, "k = {k}, x = {x}");
+            }
+        }
+    }
 }

@@ -8,7 +8,7 @@ pub use crate::analysis::{analyze, Overrides};
 pub use crate::arrays::{s, to_array1, to_array2, to_tensor, Array1, Array2, Axis};
 pub use crate::config::{ActFn, ModelConfig, RunConfig, TrainConfig};
 pub use crate::coverage::Coverage;
-pub use crate::fourier::{fourier_basis, PerView, View};
+pub use crate::fourier::{fold_freq, fourier_basis, PerView, View};
 pub use crate::import::read_history;
 pub use crate::key_explorer::KeyExplorer;
 pub use crate::loss::loss_fn;

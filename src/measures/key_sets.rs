@@ -13,6 +13,7 @@
 use serde::Serialize;
 
 use super::key_freqs::KeyFreqs;
+use crate::fourier::fold_freq;
 use crate::task::Task;
 
 /// A key set with a name to show.
@@ -42,17 +43,13 @@ pub fn frequency_orbits(task: &Task) -> Vec<Vec<i64>> {
     let (g, h) = (value_set(task.g_values()), value_set(task.h_values()));
     let keeps = |set: &[bool], m: i64| (0..p).filter(|&u| set[u as usize]).all(|u| set[(m * u % p) as usize]);
     let multipliers: Vec<i64> = (1..p).filter(|&m| keeps(&g, m) && keeps(&h, m)).collect();
-    let fold = |k: i64| {
-        let r = k.rem_euclid(p);
-        r.min(p - r)
-    };
     let mut orbit_of = vec![0usize; ((p - 1) / 2 + 1) as usize];
     let mut orbits: Vec<Vec<i64>> = vec![];
     for k in 1..=(p - 1) / 2 {
         if orbit_of[k as usize] != 0 {
             continue;
         }
-        let mut members: Vec<i64> = multipliers.iter().map(|&m| fold(m * k)).collect();
+        let mut members: Vec<i64> = multipliers.iter().map(|&m| fold_freq(m * k, p)).collect();
         members.sort_unstable();
         members.dedup();
         orbits.push(members.clone());
