@@ -6,8 +6,10 @@ Chromium, runs every cell (the training run must already exist, or it is trained
 edits the tweak cell (the last code cell, `let key_set … explorer.show(&key_set)?`) to
 another key set and runs it, ROUNDS times. Each time is from the run command to the
 moment the cell's output holds every chart drawn by plotly.js: evcxr compiling the cell,
-the crate's recomputation, the output's transfer and the drawing, all included. Prints
-one line per round and the slowest.
+the crate's recomputation, the output's transfer and the drawing, all included. Each
+round also times two controls in the same cell: printing the key set alone (evcxr's
+compile and the round trip, which any cell pays) and `explorer.charts` without showing
+(the crate's share, timed inside the cell). Prints one line per round and the slowest.
 
     python scripts/time_tweak.py [notebooks/seed.ipynb] [--rounds 3] [--port 8899]
 """
@@ -51,6 +53,13 @@ SET_TWEAK = f"""source => {{
     return i;
 }}"""
 
+# The text a cell printed.
+CELL_TEXT = f"""i => {{
+    const outputs = {NOTEBOOK}.widgets[i].model.outputs;
+    return Array.from({{length: outputs.length}}, (_, j) => outputs.get(j).toJSON())
+        .filter(o => o.output_type === 'stream').map(o => [].concat(o.text).join('')).join('');
+}}"""
+
 # Drawn charts in the tweak cell's output, and its execution count.
 TWEAK_STATE = f"""i => {{
     const cell = {NOTEBOOK}.widgets[i];
@@ -61,9 +70,26 @@ TWEAK_STATE = f"""i => {{
 }}"""
 
 
-def wait_for_server(url, timeout=120):
+def run_cell(page, source, charts):
+    """Puts SOURCE in the tweak cell, runs it and waits until it has a new execution count
+    (and, with CHARTS, every chart in its output drawn). Returns the seconds it took and
+    the cell's printed text."""
+    i = page.evaluate(SET_TWEAK, source)
+    before = page.evaluate(TWEAK_STATE, i)["count"]
+    start = time.monotonic()
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-cell')")
+    drawn = "s.charts > 0 && s.drawn === s.charts" if charts else "true"
+    page.wait_for_function(f"() => {{ const s = ({TWEAK_STATE})({i}); return s.count !== {before} "
+                           f"&& s.count !== null && {drawn}; }}", timeout=120_000, polling=20)
+    elapsed = time.monotonic() - start
+    return elapsed, page.evaluate(CELL_TEXT, i).strip()
+
+
+def wait_for_server(url, lab, timeout=120):
     start = time.monotonic()
     while time.monotonic() - start < timeout:
+        if lab.poll() is not None:
+            raise SystemExit(f"JupyterLab exited with status {lab.returncode} before answering")
         try:
             urllib.request.urlopen(url, timeout=2)
             return
@@ -84,12 +110,14 @@ def main():
     root = args.notebook.resolve().parent
     lab = subprocess.Popen(
         ["jupyter", "lab", "--no-browser", f"--port={args.port}", f"--IdentityProvider.token={token}",
-         "--LabApp.expose_app_in_browser=True", f"--ServerApp.root_dir={root}", "--ServerApp.ip=127.0.0.1"],
+         "--LabApp.expose_app_in_browser=True", f"--ServerApp.root_dir={root}", "--ServerApp.ip=127.0.0.1"]
+        # Jupyter refuses to serve as root (a container, CI) unless told to.
+        + (["--allow-root"] if os.geteuid() == 0 else []),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
     times = []
     try:
         base = f"http://127.0.0.1:{args.port}"
-        wait_for_server(f"{base}/api?token={token}")
+        wait_for_server(f"{base}/api?token={token}", lab)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -106,17 +134,18 @@ def main():
                 raise SystemExit("cells failed: " + "; ".join(errors))
             for round_ in range(args.rounds):
                 keys = KEY_SETS[round_ % len(KEY_SETS)]
-                i = page.evaluate(SET_TWEAK, f"let key_set: Vec<i64> = {keys};\nexplorer.show(&key_set)?")
-                before = page.evaluate(TWEAK_STATE, i)["count"]
-                start = time.monotonic()
-                page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-cell')")
-                page.wait_for_function(
-                    f"() => {{ const s = ({TWEAK_STATE})({i}); return s.count !== {before} && s.count !== null "
-                    f"&& s.charts > 0 && s.drawn === s.charts; }}", timeout=120_000, polling=20)
-                elapsed = time.monotonic() - start
-                state = page.evaluate(TWEAK_STATE, i)
+                set_keys = f"let key_set: Vec<i64> = {keys};\n"
+                # Controls: the same cell printing only the set (evcxr's compile and the round
+                # trip, the floor of any cell), and computing the charts without showing them
+                # (the crate's share, printed by the cell).
+                floor, _ = run_cell(page, set_keys + 'println!("{key_set:?}");', charts=False)
+                _, crate = run_cell(page, set_keys + "let start = std::time::Instant::now();\n"
+                                    "explorer.charts(&key_set)?;\n"
+                                    'println!("{:.3}", start.elapsed().as_secs_f64());', charts=False)
+                elapsed, _ = run_cell(page, set_keys + "explorer.show(&key_set)?", charts=True)
                 times.append(elapsed)
-                print(f"tweak {round_ + 1}: key_set = {keys}: {elapsed:.2f} s, {state['drawn']} charts drawn")
+                print(f"tweak {round_ + 1}: key_set = {keys}: {elapsed:.2f} s, every chart drawn; "
+                      f"controls: a cell printing the set {floor:.2f} s, the crate's charts() {float(crate):.2f} s")
             errors = page.evaluate(ERRORS)
             if errors:
                 raise SystemExit("cells failed: " + "; ".join(errors))
