@@ -8,7 +8,8 @@
 //! excluded), their ratio, and the physical floor: the FLOPs of groklens's
 //! formulation per epoch over the rate this machine's libtorch reaches on the
 //! largest of its matmuls. Then the throughput of N seed-config runs (seeds 1..N)
-//! trained as one stack, in model-epochs per second, against the seed loop's. Last,
+//! trained together, in model-epochs per second, against the seed loop's: as
+//! `Trainer::stacked` trains them on the device, and as one stack of N. Last,
 //! early against late epochs: the same epochs from the initial weights and from the
 //! final weights of a full run (tests/data/runs: the seed task and a + b), so that a
 //! slowdown as the model trains (denormal floats, say) would show.
@@ -48,8 +49,16 @@ fn seed_seconds_per_epoch(device: &str, epochs: i64) -> f64 {
     })
 }
 
-/// Seconds per epoch of `n` seed-config runs (seeds 1..=n) trained as one stack.
-fn groklens_seconds_per_epoch(cfg: &RunConfig, split: &Split, device: Device, epochs: i64, n: i64) -> f64 {
+/// Seconds per epoch of `n` seed-config runs (seeds 1..=n) trained together, in stacks
+/// of `stack_size` (`None`: as `Trainer::stacked` stacks them on the device).
+fn groklens_seconds_per_epoch(
+    cfg: &RunConfig,
+    split: &Split,
+    device: Device,
+    epochs: i64,
+    n: i64,
+    stack_size: Option<usize>,
+) -> f64 {
     let configs: Vec<RunConfig> = (1..=n)
         .map(|seed| {
             let mut c = cfg.clone();
@@ -59,19 +68,24 @@ fn groklens_seconds_per_epoch(cfg: &RunConfig, split: &Split, device: Device, ep
         .collect();
     let models: Vec<HookedTransformer> =
         configs.iter().map(|c| HookedTransformer::new(&c.model, device).expect("seed config")).collect();
-    seconds_per_epoch(&configs, &models, split, device, epochs)
+    seconds_per_epoch(&configs, &models, split, device, epochs, stack_size)
 }
 
-/// Seconds per epoch of `models` trained as one stack, after five warm-up epochs.
+/// Seconds per epoch of `models` trained together, after five warm-up epochs.
 fn seconds_per_epoch(
     configs: &[RunConfig],
     models: &[HookedTransformer],
     split: &Split,
     device: Device,
     epochs: i64,
+    stack_size: Option<usize>,
 ) -> f64 {
     let runs: Vec<_> = configs.iter().zip(models).map(|(c, m)| (c, m, split)).collect();
-    let mut trainer = Trainer::stacked(&runs).expect("one shape");
+    let mut trainer = match stack_size {
+        Some(size) => Trainer::in_stacks_of(&runs, size),
+        None => Trainer::stacked(&runs),
+    }
+    .expect("one shape");
     // Warm-up: on a GPU, the eager epochs and the capture of the graph.
     for _ in 0..5 {
         let _ = trainer.step().expect("an epoch");
@@ -95,10 +109,10 @@ fn early_and_late(fixture: &str, device: Device, epochs: i64, rounds: usize) -> 
     let (mut early, mut late) = (vec![], vec![]);
     for _ in 0..rounds {
         let init = HookedTransformer::new(&cfg.model, device).expect("its model");
-        early.push(seconds_per_epoch(std::slice::from_ref(&cfg), &[init], &split, device, epochs));
+        early.push(seconds_per_epoch(std::slice::from_ref(&cfg), &[init], &split, device, epochs, None));
         let trained =
             load_state_dict(&dir.join(format!("{fixture}_final.safetensors")), &cfg, device).expect("weights");
-        late.push(seconds_per_epoch(std::slice::from_ref(&cfg), &[trained], &split, device, epochs));
+        late.push(seconds_per_epoch(std::slice::from_ref(&cfg), &[trained], &split, device, epochs, None));
     }
     (median(&mut early), median(&mut late))
 }
@@ -134,7 +148,7 @@ fn main() {
     let (mut ours, mut seeds) = (vec![], vec![]);
     for round in 1..=rounds {
         let seed = seed_seconds_per_epoch(&device_name, epochs);
-        let mine = groklens_seconds_per_epoch(&cfg, &split, device, epochs, 1);
+        let mine = groklens_seconds_per_epoch(&cfg, &split, device, epochs, 1, None);
         println!("round {round}: seed loop {seed:.4} s/epoch, groklens {mine:.4} s/epoch, ratio {:.1}×", seed / mine);
         seeds.push(seed);
         ours.push(mine);
@@ -171,11 +185,14 @@ fn main() {
     );
 
     for &n in &stacks {
-        let per_epoch = groklens_seconds_per_epoch(&cfg, &split, device, epochs, n);
+        let trained = groklens_seconds_per_epoch(&cfg, &split, device, epochs, n, None);
+        let one_stack = groklens_seconds_per_epoch(&cfg, &split, device, epochs, n, Some(n as usize));
         println!(
-            "stack of {n}: {:.4} s/epoch, {:.1} model-epochs/s (the seed loop: {:.1})",
-            per_epoch,
-            n as f64 / per_epoch,
+            "{n} runs: as trained {:.4} s/epoch, {:.1} model-epochs/s; as one stack {:.4} s/epoch, {:.1} model-epochs/s (the seed loop: {:.1})",
+            trained,
+            n as f64 / trained,
+            one_stack,
+            n as f64 / one_stack,
             1.0 / seed
         );
     }

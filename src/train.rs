@@ -75,7 +75,7 @@ pub fn train(
     Ok(train_stacked(&[(cfg, split, &start)], &mut [observer])?.remove(0))
 }
 
-/// Trains several runs as one stacked computation ([`Trainer::stacked`]), each from
+/// Trains several runs together ([`Trainer::stacked`]), each from
 /// where its [`Resume`] stands (all at one epoch), to its config's last epoch, handing
 /// each run's checkpoints to its own observer as they come (nothing piles up in
 /// memory). Returns each run's trained model and per-epoch losses.

@@ -15,29 +15,29 @@ use crate::model::{is_weight_name, HookedTransformer};
 use crate::one_layer::{wide_tables, Read, Stack, Tables};
 use crate::task::Split;
 
-/// N one-layer models trained together as one stacked computation (N may be 1):
-/// their weights stacked on a leading model axis, their optimizer and their data.
-/// Each model's losses and updates are its own; only the arithmetic is shared.
-///
-/// An epoch is one forward pass over the training and test rows together, a
-/// hand-written backward pass ([`crate::gradient`]) and one AdamW step over a single
-/// flat tensor holding every trainable weight: a fixed number of kernels, and no wait
-/// for the device.
+/// N one-layer runs trained together (N may be 1), in stacks that each step as one
+/// computation: their weights stacked on a leading model axis, one optimizer and one
+/// set of data per stack. Each run's losses and updates are its own; only the
+/// arithmetic is shared.
 ///
 /// Process-wide effects: on the CPU a trainer makes the C heap keep freed blocks for
 /// the rest of the process ([`crate::heap`]); on a GPU it makes a side stream current
 /// for the creating thread while it lives ([`crate::cuda_graph`]).
 pub struct Trainer {
-    /// The stack; its weights `W_*` are views into `weights`.
-    stack: Stack,
-    /// Every trainable weight of every model: `[model, Σ weight sizes]`.
-    weights: Tensor,
-    /// Each trainable weight's name and one model's shape, in the order of `weights`' columns.
-    layout: Vec<(String, Vec<i64>)>,
-    optimizer: AdamW,
-    batches: Batches,
-    /// On a GPU: how epochs run there.
-    gpu: Option<GpuEpochs>,
+    /// The stacks, in the order of the runs: each one's runs follow the last one's.
+    stacks: Vec<StackTrainer>,
+}
+
+/// Runs per stack on `device` that train fastest per run: on a GPU as many as there
+/// are (one kernel launch serves them all); on the CPU one, since one run keeps every
+/// core busy and a larger stack's tables and activations outgrow the caches
+/// (BENCHMARKS.md, "Many runs at once").
+fn stack_size(device: Device, runs: usize) -> usize {
+    if device == Device::Cpu {
+        1
+    } else {
+        runs.max(1)
+    }
 }
 
 impl Trainer {
@@ -47,9 +47,19 @@ impl Trainer {
     }
 
     /// Several runs of one model shape, number of epochs, betas and p, each with its
-    /// own initial weights, task terms, split, lr and weight decay.
+    /// own initial weights, task terms, split, lr and weight decay, in the stacks that
+    /// train fastest per run on their device.
     pub fn stacked(runs: &[(&RunConfig, &HookedTransformer, &Split)]) -> Result<Self> {
+        let device = runs.first().map_or(Device::Cpu, |(_, m, _)| m.device());
+        Self::in_stacks_of(runs, stack_size(device, runs.len()))
+    }
+
+    /// [`Trainer::stacked`] in stacks of at most `size` runs, in order.
+    pub fn in_stacks_of(runs: &[(&RunConfig, &HookedTransformer, &Split)], size: usize) -> Result<Self> {
         let (first, _, _) = runs.first().ok_or_else(|| Error::config("no runs to train"))?;
+        if size == 0 {
+            return Err(Error::config("a stack holds at least one run"));
+        }
         for (cfg, model, _) in runs {
             cfg.validate()?;
             let shape = |c: &RunConfig| {
@@ -70,6 +80,130 @@ impl Trainer {
                 return Err(Error::config("each run's model must be of its config"));
             }
         }
+        Ok(Trainer { stacks: runs.chunks(size).map(StackTrainer::new).collect::<Result<_>>()? })
+    }
+
+    /// Runs trained.
+    fn runs(&self) -> usize {
+        self.stacks.iter().map(|s| s.stack.n as usize).sum()
+    }
+
+    /// The stack that trains run `i`, and the run's place in it.
+    fn find(&self, mut i: usize) -> (&StackTrainer, i64) {
+        for stack in &self.stacks {
+            if i < stack.stack.n as usize {
+                return (stack, i as i64);
+            }
+            i -= stack.stack.n as usize;
+        }
+        panic!("run {i} past the {} runs trained", self.runs())
+    }
+
+    /// One epoch of every model: the forward pass, then one AdamW step. Returns the
+    /// measures of the weights before the step, `[model, 6]` float64 (train loss, test
+    /// loss, then the test loss on seen and on unseen cells and the accuracy on each), on
+    /// the training device: reading them waits for the device.
+    pub fn step(&mut self) -> Result<Tensor> {
+        let measures = self.stacks.iter_mut().map(StackTrainer::step).collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::cat(&measures, 0))
+    }
+
+    /// The measures of the weights as they are now, `[model, 6]` as [`Trainer::step`]'s.
+    pub fn losses(&self) -> Tensor {
+        Tensor::cat(&self.stacks.iter().map(|s| forward(&s.stack, &s.batches).measures).collect::<Vec<_>>(), 0)
+    }
+
+    /// `epochs` epochs of every model, recorded as the seed records them: per epoch and
+    /// model, the train loss before the step and the test measures after it.
+    pub fn train_epochs(&mut self, epochs: i64) -> Result<Vec<Vec<Epoch>>> {
+        let mut records = Vec::new();
+        let mut train_before: Option<Tensor> = None;
+        for _ in 0..epochs {
+            let measures = self.step()?;
+            if let Some(train) = train_before.take() {
+                records.push(Tensor::cat(&[train, measures.narrow(1, 1, 5)], 1));
+            }
+            train_before = Some(measures.narrow(1, 0, 1));
+        }
+        if let Some(train) = train_before {
+            records.push(Tensor::cat(&[train, self.losses().narrow(1, 1, 5)], 1));
+        }
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = self.runs();
+        let values = Vec::<f64>::try_from(&Tensor::stack(&records, 0).to_device(Device::Cpu).flatten(0, -1))?;
+        let epoch = |v: &[f64]| Epoch { train_loss: v[0], test_loss: v[1], by_cell: [v[2], v[3], v[4], v[5]] };
+        Ok(values.chunks_exact(6 * n).map(|models| models.chunks_exact(6).map(epoch).collect()).collect())
+    }
+
+    /// Model i as it is now (a copy of its weights, on the training device).
+    pub fn model(&self, i: usize) -> HookedTransformer {
+        let (stack, i) = self.find(i);
+        stack.stack.model(i)
+    }
+
+    /// Model i's optimizer state as it is now (copies, on the CPU).
+    pub fn optimizer_state(&self, i: usize) -> AdamWState {
+        let (stack, i) = self.find(i);
+        let (exp_avg, exp_avg_sq) = stack.optimizer.moments();
+        let (exp_avg, exp_avg_sq) = (exp_avg[0].get(i), exp_avg_sq[0].get(i));
+        let mut offset = 0;
+        let moments = (stack.layout.iter())
+            .map(|(name, shape)| {
+                let (start, size) = (offset, shape.iter().product::<i64>());
+                offset += size;
+                let part = |t: &Tensor| t.narrow(0, start, size).view(shape.as_slice()).to_device(Device::Cpu).copy();
+                (name.clone(), part(&exp_avg), part(&exp_avg_sq))
+            })
+            .collect();
+        AdamWState { step: stack.optimizer.steps(), moments }
+    }
+
+    /// Continues from each model's optimizer state (one per model, all at one step
+    /// count), as [`Trainer::optimizer_state`] gives them or a run folder keeps them.
+    pub fn set_optimizer_state(&mut self, states: &[&AdamWState]) -> Result<()> {
+        if states.len() != self.runs() {
+            return Err(Error::config(format!("{} optimizer states for {} models", states.len(), self.runs())));
+        }
+        let step = states[0].step;
+        if let Some(other) = states.iter().find(|s| s.step != step) {
+            return Err(Error::config(format!(
+                "models trained together must be at one step, got {step} and {}",
+                other.step
+            )));
+        }
+        let mut rest = states;
+        for stack in &mut self.stacks {
+            let (these, others) = rest.split_at(stack.stack.n as usize);
+            stack.set_optimizer_state(these, step)?;
+            rest = others;
+        }
+        Ok(())
+    }
+}
+
+/// Runs trained as one stacked computation: an epoch is one forward pass over the
+/// training and test rows together, a hand-written backward pass ([`crate::gradient`])
+/// and one AdamW step over a single flat tensor holding every trainable weight: a fixed
+/// number of kernels, and no wait for the device.
+struct StackTrainer {
+    /// The stack; its weights `W_*` are views into `weights`.
+    stack: Stack,
+    /// Every trainable weight of every model: `[model, Σ weight sizes]`.
+    weights: Tensor,
+    /// Each trainable weight's name and one model's shape, in the order of `weights`' columns.
+    layout: Vec<(String, Vec<i64>)>,
+    optimizer: AdamW,
+    batches: Batches,
+    /// On a GPU: how epochs run there.
+    gpu: Option<GpuEpochs>,
+}
+
+impl StackTrainer {
+    /// Runs already checked to share what a stack shares.
+    fn new(runs: &[(&RunConfig, &HookedTransformer, &Split)]) -> Result<Self> {
+        let (first, _, _) = runs[0];
         let stack = Stack::new(&runs.iter().map(|(_, m, _)| *m).collect::<Vec<_>>())?;
         let device = stack.device();
         if device == Device::Cpu {
@@ -99,15 +233,12 @@ impl Trainer {
         let optimizer = AdamW::new(vec![weights.shallow_clone()], &lr, &wd, first.train.betas)?;
         let data: Vec<(&RunConfig, &Split)> = runs.iter().map(|(c, _, s)| (*c, *s)).collect();
         let batches = Batches::new(&data, device);
-        Ok(Trainer { stack, weights, layout, optimizer, batches, gpu })
+        Ok(StackTrainer { stack, weights, layout, optimizer, batches, gpu })
     }
 
-    /// One epoch of every model: the forward pass, then one AdamW step. Returns the
-    /// measures of the weights before the step, `[model, 6]` float64 (train loss, test
-    /// loss, then the test loss on seen and on unseen cells and the accuracy on each), on
-    /// the training device: reading them waits for the device.
-    pub fn step(&mut self) -> Result<Tensor> {
-        let Trainer { stack, weights, layout, optimizer, batches, gpu } = self;
+    /// [`Trainer::step`] for this stack's models.
+    fn step(&mut self) -> Result<Tensor> {
+        let StackTrainer { stack, weights, layout, optimizer, batches, gpu } = self;
         let mut eager = || eager_step(stack, weights, layout, optimizer, batches);
         match gpu {
             Some(gpu) => gpu.step(eager),
@@ -115,70 +246,9 @@ impl Trainer {
         }
     }
 
-    /// The measures of the weights as they are now, `[model, 6]` as [`Trainer::step`]'s.
-    pub fn losses(&self) -> Tensor {
-        forward(&self.stack, &self.batches).measures
-    }
-
-    /// `epochs` epochs of every model, recorded as the seed records them: per epoch and
-    /// model, the train loss before the step and the test measures after it.
-    pub fn train_epochs(&mut self, epochs: i64) -> Result<Vec<Vec<Epoch>>> {
-        let mut records = Vec::new();
-        let mut train_before: Option<Tensor> = None;
-        for _ in 0..epochs {
-            let measures = self.step()?;
-            if let Some(train) = train_before.take() {
-                records.push(Tensor::cat(&[train, measures.narrow(1, 1, 5)], 1));
-            }
-            train_before = Some(measures.narrow(1, 0, 1));
-        }
-        if let Some(train) = train_before {
-            records.push(Tensor::cat(&[train, self.losses().narrow(1, 1, 5)], 1));
-        }
-        if records.is_empty() {
-            return Ok(Vec::new());
-        }
-        let n = self.stack.n as usize;
-        let values = Vec::<f64>::try_from(&Tensor::stack(&records, 0).to_device(Device::Cpu).flatten(0, -1))?;
-        let epoch = |v: &[f64]| Epoch { train_loss: v[0], test_loss: v[1], by_cell: [v[2], v[3], v[4], v[5]] };
-        Ok(values.chunks_exact(6 * n).map(|models| models.chunks_exact(6).map(epoch).collect()).collect())
-    }
-
-    /// Model i as it is now (a copy of its weights, on the training device).
-    pub fn model(&self, i: usize) -> HookedTransformer {
-        self.stack.model(i as i64)
-    }
-
-    /// Model i's optimizer state as it is now (copies, on the CPU).
-    pub fn optimizer_state(&self, i: usize) -> AdamWState {
-        let (exp_avg, exp_avg_sq) = self.optimizer.moments();
-        let (exp_avg, exp_avg_sq) = (exp_avg[0].get(i as i64), exp_avg_sq[0].get(i as i64));
-        let mut offset = 0;
-        let moments = (self.layout.iter())
-            .map(|(name, shape)| {
-                let (start, size) = (offset, shape.iter().product::<i64>());
-                offset += size;
-                let part = |t: &Tensor| t.narrow(0, start, size).view(shape.as_slice()).to_device(Device::Cpu).copy();
-                (name.clone(), part(&exp_avg), part(&exp_avg_sq))
-            })
-            .collect();
-        AdamWState { step: self.optimizer.steps(), moments }
-    }
-
-    /// Continues from each model's optimizer state (one per model, all at one step
-    /// count), as [`Trainer::optimizer_state`] gives them or a run folder keeps them.
-    pub fn set_optimizer_state(&mut self, states: &[&AdamWState]) -> Result<()> {
+    /// Continues from the optimizer states of this stack's models, all at `step`.
+    fn set_optimizer_state(&mut self, states: &[&AdamWState], step: i64) -> Result<()> {
         let n = self.stack.n;
-        if states.len() as i64 != n {
-            return Err(Error::config(format!("{} optimizer states for {n} models", states.len())));
-        }
-        let step = states[0].step;
-        if let Some(other) = states.iter().find(|s| s.step != step) {
-            return Err(Error::config(format!(
-                "models trained together must be at one step, got {step} and {}",
-                other.step
-            )));
-        }
         let mut flat = [vec![], vec![]];
         for state in states {
             if let Some((extra, _, _)) = state.moments.iter().find(|(n, _, _)| !self.layout.iter().any(|(m, _)| m == n))
