@@ -376,8 +376,13 @@ fn pages_for_check_html() {
 #[test]
 fn lines_take_names_on_a_categorical_x_axis_and_the_seeds_font_sizes() {
     let names = ["Constant", "Sin 1", "Cos 1"];
-    let fig = line(&[3.0, 1.0, 2.0]).x_labels(names).add_line("second", &[1.0, 1.0, 1.0]).x_labels(names)
-        .title("Norms of Embedding in Fourier Basis").xaxis("Fourier Component").yaxis("Norm");
+    let fig = line(&[3.0, 1.0, 2.0])
+        .x_labels(names)
+        .add_line("second", &[1.0, 1.0, 1.0])
+        .x_labels(names)
+        .title("Norms of Embedding in Fourier Basis")
+        .xaxis("Fourier Component")
+        .yaxis("Norm");
     let j = json_of(&fig);
     assert_eq!(j["layout"]["xaxis"]["type"], "category");
     for trace in j["data"].as_array().unwrap() {
