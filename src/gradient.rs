@@ -18,8 +18,9 @@
 //! (`scatter_add`, deterministic on the CPU); the tables' gradients give the weights'.
 //! Only the weights `W_*` get gradients: the seed trains no biases.
 
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
+use crate::attention_grad;
 use crate::config::ActFn;
 use crate::one_layer::{heads_as_columns, Read, Stack, Tables};
 
@@ -35,6 +36,48 @@ pub(crate) fn weight_gradients(
     tables: &Tables,
     read: &Read,
     d_logits: &Tensor,
+) -> Vec<(&'static str, Tensor)> {
+    // On the CPU the attention's per-input part as loops; elsewhere as tensors, a few
+    // kernels over every input at once.
+    let loops = d_logits.device() == Device::Cpu;
+    gradients(stack, tables, read, d_logits, loops)
+}
+
+/// Rows `[rows, width]`, `src`'s rows `[…, width]` added into those `index` names.
+fn scatter(rows: i64, index: &Tensor, src: &Tensor, width: i64) -> Tensor {
+    let mut out = Tensor::zeros([rows, width], (Kind::Float, src.device()));
+    let _ = out.scatter_add_(0, &index.unsqueeze(1).expand([-1, width], false), &src.reshape([-1, width]));
+    out
+}
+
+/// [`attention_grad::gradients`] as tensors, every input at once: z `[model, batch,
+/// head, d_head]`, the value table's gradient `[model·pos·vocab, head·d_head]` and the
+/// flat score table's `[model·pos·vocab·vocab, head]`.
+fn attention_by_tensors(kv: &Tensor, read: &Read, d_z: &Tensor, n_vocab: i64) -> (Tensor, Tensor, Tensor) {
+    let (n, batch, n_pos) = read.key_rows.size3().expect("key rows are [model, batch, pos]");
+    let (h, e) = (d_z.size()[2], d_z.size()[3]);
+    let key_rows = read.key_rows.flatten(0, 2);
+    let v_rows =
+        kv.view([-1, 2 * h * e]).narrow(1, h * e, h * e).index_select(0, &key_rows).view([n, batch, n_pos, h, e]);
+    let pattern = read.pattern.unsqueeze(-1);
+    let z = (&pattern * &v_rows).sum_dim_intlist(2, false, Kind::Float);
+    let d_z = d_z.unsqueeze(2);
+    let d_pattern = (&v_rows * &d_z).sum_dim_intlist(-1, false, Kind::Float); // [model, batch, pos, head]
+                                                                              // Softmax over positions, and the score's 1/√d_head.
+    let p_dot = (&read.pattern * &d_pattern).sum_dim_intlist(2, true, Kind::Float);
+    let d_score = &read.pattern * (d_pattern - p_dot) / (e as f64).sqrt();
+    let d_v = scatter(n * n_pos * n_vocab, &key_rows, &(&pattern * &d_z), h * e);
+    let d_scores = scatter(n * n_pos * n_vocab * n_vocab, &read.score_rows.flatten(0, 2), &d_score, h);
+    (z, d_v, d_scores)
+}
+
+/// [`weight_gradients`], the attention's per-input part as loops (CPU only) or tensors.
+fn gradients(
+    stack: &Stack,
+    tables: &Tables,
+    read: &Read,
+    d_logits: &Tensor,
+    loops: bool,
 ) -> Vec<(&'static str, Tensor)> {
     let cfg = &stack.cfg;
     let p = |name: &str| stack.get(name);
@@ -62,30 +105,17 @@ pub(crate) fn weight_gradients(
     let d_w_in = tr(resid_mid).bmm(&d_pre);
     let d_resid = g.bmm(&tr(w_u)).baddbmm(&d_pre, &tr(w_in), 1, 1); // [model, batch, d_model]
 
-    // Attention at the last position: z_h and the pattern's gradient per input.
+    // Attention at the last position: z_h per input, and each input's gradient on a
+    // table row added into that row: the values' per input, the scores' per (position,
+    // key token, query token).
     let last_rows = read.last_rows.flatten(0, 1);
-    let key_rows = read.key_rows.flatten(0, 2);
-    let v_rows =
-        tables.kv.view([-1, 2 * he]).narrow(1, he, he).index_select(0, &key_rows).view([n, batch, n_pos, h, e]);
-    let pattern = read.pattern.unsqueeze(-1);
-    let z = (&pattern * &v_rows).sum_dim_intlist(2, false, Kind::Float); // [model, batch, head, d_head]
-    let d_w_o = tr(&z.view([n, batch, he])).bmm(&d_resid).view([n, h, e, d]);
-    let d_z = d_resid.bmm(&tr(&w_o.reshape([n, he, d]))).view([n, batch, 1, h, e]);
-    let d_pattern = (&v_rows * &d_z).sum_dim_intlist(-1, false, Kind::Float); // [model, batch, pos, head]
-                                                                              // Softmax over positions, and the score's 1/√d_head.
-    let p_dot = (&read.pattern * &d_pattern).sum_dim_intlist(2, true, Kind::Float);
-    let d_score = &read.pattern * (d_pattern - p_dot) / (e as f64).sqrt();
-
-    // Each input's gradient on a table row adds into that row: the values'
-    // per input, the scores' per (position, key token, query token).
-    let device = g.device();
-    let scatter = |rows: i64, index: &Tensor, src: &Tensor, width: i64| {
-        let mut out = Tensor::zeros([rows, width], (Kind::Float, device));
-        let _ = out.scatter_add_(0, &index.unsqueeze(1).expand([-1, width], false), &src.reshape([-1, width]));
-        out
+    let d_z = d_resid.bmm(&tr(&w_o.reshape([n, he, d]))).view([n, batch, h, e]);
+    let (z, d_v, d_scores) = match loops {
+        true => attention_grad::gradients(&tables.kv, read, &d_z, n_vocab),
+        false => attention_by_tensors(&tables.kv, read, &d_z, n_vocab),
     };
-    let d_v = scatter(n * n_pos * n_vocab, &key_rows, &(&pattern * &d_z), he).view([n, n_pos * n_vocab, he]);
-    let d_scores = scatter(n * n_pos * n_vocab * n_vocab, &read.score_rows.flatten(0, 2), &d_score, h);
+    let d_w_o = tr(&z.view([n, batch, he])).bmm(&d_resid).view([n, h, e, d]);
+    let d_v = d_v.view([n, n_pos * n_vocab, he]);
     // scores[(pos, key token), query token] = k·q per head, so d_k = d_scores·q, d_q = d_scoresᵀ·k.
     let d_scores = d_scores.view([n, n_pos * n_vocab, n_vocab, h]).permute([0, 3, 1, 2]).reshape([
         n * h,
@@ -141,7 +171,7 @@ mod tests {
     /// Autograd through the plain full forward pass (every position, as
     /// TransformerLens computes it) against the hand-written gradient, for a stack of
     /// two models with random biases, each on its own inputs, with ReLU and GELU, from
-    /// wide and narrow tables.
+    /// wide and narrow tables, the attention's part as loops and as tensors.
     #[test]
     fn hand_written_gradients_match_autograd() {
         for (act_fn, wide) in [(ActFn::Relu, true), (ActFn::Gelu, true), (ActFn::Relu, false)] {
@@ -164,23 +194,26 @@ mod tests {
             let read = stack.read_tables(&tables, &Lookup::new(&stack.cfg, &tokens), true);
             let log_probs = read.logits.to_kind(Kind::Double).log_softmax(-1, Kind::Double);
             let weights = Tensor::full([2, 40], 1.0 / 40.0, (Kind::Double, Device::Cpu));
-            let ours = weight_gradients(&stack, &tables, &read, &logit_gradient(&log_probs, &labels, &weights));
+            let d_logits = logit_gradient(&log_probs, &labels, &weights);
 
             for (i, model) in models.iter().enumerate() {
                 let model = model.trainable_copy();
                 let logits = model.forward(&tokens.get(i as i64)).unwrap().select(1, -1);
                 loss_fn(&logits, &labels.get(i as i64)).backward();
                 let trained: Vec<(&str, &Tensor)> = model.trainable_parameters().collect();
-                assert_eq!(trained.len(), ours.len());
-                for (name, param) in trained {
-                    let (_, grad) = ours.iter().find(|(n, _)| *n == name).expect("a gradient per weight");
-                    let theirs = param.grad();
-                    let scale = theirs.abs().max().double_value(&[]);
-                    let gap = (grad.get(i as i64) - &theirs).abs().max().double_value(&[]);
-                    assert!(
-                        gap <= 1e-5 * scale,
-                        "{act_fn:?} wide {wide} model {i} {name}: gap {gap:e} at scale {scale:e}"
-                    );
+                for loops in [true, false] {
+                    let ours = gradients(&stack, &tables, &read, &d_logits, loops);
+                    assert_eq!(trained.len(), ours.len());
+                    for (name, param) in &trained {
+                        let (_, grad) = ours.iter().find(|(n, _)| n == name).expect("a gradient per weight");
+                        let theirs = param.grad();
+                        let scale = theirs.abs().max().double_value(&[]);
+                        let gap = (grad.get(i as i64) - &theirs).abs().max().double_value(&[]);
+                        assert!(
+                            gap <= 1e-5 * scale,
+                            "{act_fn:?} wide {wide} loops {loops} model {i} {name}: gap {gap:e} at scale {scale:e}"
+                        );
+                    }
                 }
             }
         }

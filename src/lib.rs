@@ -12,6 +12,7 @@ pub mod adamw;
 pub mod algorithm;
 pub mod analysis;
 pub mod arrays;
+mod attention_grad;
 mod batches;
 pub mod config;
 pub mod coverage;
