@@ -33,8 +33,7 @@ pub(crate) struct Batches {
     pub cell_weights: Tensor,
     /// Where a run has no such pairs (its seen or unseen measure is NaN): `[model, 2]` bool.
     pub empty_cells: Tensor,
-    /// The training part of `labels` and of the train-loss weights: `[model, n_train]`.
-    pub train_labels: Tensor,
+    /// The training part of the train-loss weights: `[model, n_train]`.
     pub train_weights: Tensor,
     /// The pieces a forward pass reads the rows in, the training rows first.
     pub pieces: Vec<Piece>,
@@ -78,7 +77,6 @@ impl Batches {
         let stack = |t: &[Tensor]| Tensor::stack(t, 0).to_device(device);
         let (data, labels, loss_weights) = (stack(&data), stack(&labels), stack(&weights));
         let (cell_weights, empty_cells) = (stack(&by_cell), stack(&empty).to_kind(Kind::Bool));
-        let train_labels = labels.narrow(1, 0, n_train);
         let train_weights = loss_weights.narrow(1, 0, n_train).select(2, 0);
         // On the CPU the test rows in pieces after the training rows; elsewhere all
         // rows in one piece (fewer kernel launches).
@@ -100,6 +98,6 @@ impl Batches {
             })
             .collect();
         let n_pos = data.size()[2];
-        Batches { n_pos, labels, n_train, loss_weights, cell_weights, empty_cells, train_labels, train_weights, pieces }
+        Batches { n_pos, labels, n_train, loss_weights, cell_weights, empty_cells, train_weights, pieces }
     }
 }

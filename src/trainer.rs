@@ -10,9 +10,9 @@ use crate::cuda_graph::GpuEpochs;
 use crate::error::{Error, Result};
 use crate::gradient::weight_gradients;
 use crate::heap;
-use crate::loss::logit_gradient;
 use crate::model::{is_weight_name, HookedTransformer};
 use crate::one_layer::{wide_tables, Read, Stack, Tables};
+use crate::row_loss::row_losses;
 use crate::task::Split;
 
 /// N one-layer runs trained together (N may be 1), in stacks that each step as one
@@ -295,8 +295,7 @@ fn eager_step(
     b: &Batches,
 ) -> Tensor {
     let pass = forward(stack, b);
-    let d_logits = logit_gradient(&pass.train_log_probs, &b.train_labels, &b.train_weights);
-    let grads = weight_gradients(stack, &pass.tables, &pass.train, &d_logits);
+    let grads = weight_gradients(stack, &pass.tables, &pass.train, &pass.d_logits);
     let ordered = layout.iter().map(|(name, _)| {
         let (_, grad) = grads.iter().find(|(n, _)| n == name).expect("a gradient for every trainable weight");
         grad
@@ -316,8 +315,8 @@ struct Pass {
     tables: Tables,
     /// What the training rows read from the tables, with resid_mid.
     train: Read,
-    /// Their float64 log-probabilities.
-    train_log_probs: Tensor,
+    /// The gradient of each run's train loss with respect to their logits.
+    d_logits: Tensor,
     /// Each run's measures: `[model, 6]` float64, as [`Trainer::step`] returns them.
     measures: Tensor,
 }
@@ -330,19 +329,21 @@ fn forward(stack: &Stack, batches: &Batches) -> Pass {
     let mut train = None;
     for piece in &batches.pieces {
         let read = stack.read_tables(&tables, &piece.lookup, piece.with_resid_mid);
-        let log_probs = read.logits.to_kind(Kind::Double).log_softmax(-1, Kind::Double);
         let labels = batches.labels.narrow(1, piece.start, piece.len);
-        nll.push(-log_probs.gather(-1, &labels.unsqueeze(-1), false).squeeze_dim(-1));
-        correct.push(read.logits.argmax(-1, false).eq_tensor(&labels).to_kind(Kind::Double));
-        if piece.start == 0 {
-            train = Some((read.first(n_train), log_probs.narrow(1, 0, n_train)));
+        // The training rows come first, in the first piece: their logits' gradient too.
+        let first = piece.start == 0;
+        let rows = row_losses(&read.logits, &labels, first.then_some(&batches.train_weights));
+        nll.push(rows.nll);
+        correct.push(rows.correct);
+        if first {
+            train = Some((read.first(n_train), rows.d_logits.expect("asked for")));
         }
     }
-    let (train, train_log_probs) = train.expect("the training rows come first");
+    let (train, d_logits) = train.expect("the training rows come first");
     let (nll, correct) = (Tensor::cat(&nll, 1).unsqueeze(1), Tensor::cat(&correct, 1).unsqueeze(1));
     let losses = nll.bmm(&batches.loss_weights).squeeze_dim(1);
     let by_cell = Tensor::cat(&[nll.bmm(&batches.cell_weights), correct.bmm(&batches.cell_weights)], 2).squeeze_dim(1);
     let empty = Tensor::cat(&[&batches.empty_cells, &batches.empty_cells], 1);
     let measures = Tensor::cat(&[losses, by_cell.masked_fill(&empty, f64::NAN)], 1);
-    Pass { tables, train, train_log_probs, measures }
+    Pass { tables, train, d_logits, measures }
 }

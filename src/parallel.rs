@@ -1,0 +1,114 @@
+//! Plain Rust loops on libtorch's own CPU threads. libtorch runs its parallel kernels
+//! on an OpenMP team (libgomp, which it loads), whose threads spin for a while after
+//! each kernel waiting for the next: a loop on threads of its own competes with them
+//! for the cores (BENCHMARKS.md measures it). So a loop's parts run as one more OpenMP
+//! parallel region on that same team, through libgomp's entry point `GOMP_parallel`,
+//! found in the process at run time. Where there is none (a libtorch without OpenMP),
+//! the parts run in order on the calling thread.
+
+use std::ffi::{c_int, c_uint, c_void, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+
+/// libgomp's entry points: `GOMP_parallel(body, data, threads, flags)`, and a thread's
+/// place in its team and the team's size.
+struct Gomp {
+    parallel: unsafe extern "C" fn(extern "C" fn(*mut c_void), *mut c_void, c_uint, c_uint),
+    thread_num: unsafe extern "C" fn() -> c_int,
+    num_threads: unsafe extern "C" fn() -> c_int,
+}
+
+fn gomp() -> Option<&'static Gomp> {
+    static GOMP: OnceLock<Option<Gomp>> = OnceLock::new();
+    GOMP.get_or_init(|| {
+        let find = |name: &CStr| {
+            // SAFETY: dlsym only looks a name up among the loaded libraries.
+            let symbol = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+            (!symbol.is_null()).then_some(symbol)
+        };
+        let (parallel, thread_num, num_threads) =
+            (find(c"GOMP_parallel")?, find(c"omp_get_thread_num")?, find(c"omp_get_num_threads")?);
+        // SAFETY: these are libgomp's functions of these signatures (its ABI since GCC 4.9).
+        unsafe {
+            Some(Gomp {
+                parallel: std::mem::transmute::<*mut c_void, _>(parallel),
+                thread_num: std::mem::transmute::<*mut c_void, _>(thread_num),
+                num_threads: std::mem::transmute::<*mut c_void, _>(num_threads),
+            })
+        }
+    })
+    .as_ref()
+}
+
+/// What each thread of the region runs: parts `me, me + team, …` of the loop.
+struct Job<'a> {
+    body: &'a (dyn Fn(usize) + Sync),
+    parts: usize,
+    panicked: AtomicBool,
+    gomp: &'a Gomp,
+}
+
+extern "C" fn run_parts(data: *mut c_void) {
+    // SAFETY: `data` is the Job that `for_each_part` handed GOMP_parallel, alive until it returns.
+    let job = unsafe { &*(data as *const Job) };
+    // SAFETY: called inside the parallel region libgomp runs.
+    let (me, team) = unsafe { ((job.gomp.thread_num)() as usize, ((job.gomp.num_threads)() as usize).max(1)) };
+    for part in (me..job.parts).step_by(team) {
+        // No panic may unwind into C: note it, and raise it again after the region.
+        if catch_unwind(AssertUnwindSafe(|| (job.body)(part))).is_err() {
+            job.panicked.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The number of parts to cut a loop into: one per libtorch thread.
+pub(crate) fn parts() -> usize {
+    tch::get_num_threads().max(1) as usize
+}
+
+/// `body(0)`, …, `body(parts − 1)`, spread over libtorch's CPU threads; returns when
+/// all are done. Each part must touch what no other part writes.
+pub(crate) fn for_each_part(parts: usize, body: impl Fn(usize) + Sync) {
+    let Some(gomp) = gomp().filter(|_| parts > 1) else {
+        (0..parts).for_each(body);
+        return;
+    };
+    let job = Job { body: &body, parts, panicked: AtomicBool::new(false), gomp };
+    // SAFETY: run_parts reads the job only while GOMP_parallel runs, which returns
+    // after every thread of the region has finished.
+    unsafe { (gomp.parallel)(run_parts, &job as *const Job as *mut c_void, parts as c_uint, 0) };
+    if job.panicked.load(Ordering::Relaxed) {
+        panic!("a part of a parallel loop panicked");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    #[test]
+    fn every_part_runs_once() {
+        let runs: Vec<AtomicUsize> = (0..7).map(|_| AtomicUsize::new(0)).collect();
+        for_each_part(7, |part| {
+            runs[part].fetch_add(1, Ordering::Relaxed);
+        });
+        assert!(runs.iter().all(|r| r.load(Ordering::Relaxed) == 1));
+    }
+
+    #[test]
+    fn libtorch_brings_libgomp_on_linux() {
+        let _ = tch::get_num_threads();
+        if cfg!(target_os = "linux") {
+            assert!(gomp().is_some(), "no GOMP_parallel in the process: the loops run on one thread");
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "a part of a parallel loop panicked")]
+    fn a_panic_in_a_part_comes_back() {
+        for_each_part(2, |part| assert!(part == 0));
+    }
+}
