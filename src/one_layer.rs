@@ -39,6 +39,7 @@ use tch::{Device, Kind, Tensor};
 use crate::config::{ActFn, ModelConfig};
 use crate::error::{Error, Result};
 use crate::model::{act, HookedTransformer};
+use crate::row_sums::{row_sums, Reads};
 
 /// N one-layer models of one shape, each parameter stacked on a leading model axis,
 /// by TransformerLens's name in its `named_parameters` order. Not a model: it has no
@@ -112,9 +113,8 @@ impl Stack {
 /// The summed rows of the tables, and how wide they are (see the module's diagram).
 pub(crate) enum Rows {
     /// Rows carry their products with W_in and W_U: `[d_mlp + d_vocab_out + d_model]`
-    /// wide. `without_resid_mid` is the same rows less their last d_model columns,
-    /// contiguous, for inputs that need no resid_mid.
-    Wide { rows: Tensor, without_resid_mid: Tensor },
+    /// wide; inputs that need no resid_mid read only the first d_mlp + d_vocab_out.
+    Wide { rows: Tensor },
     /// `[d_model]` wide: inputs multiply their resid_mid by W_in and W_U instead.
     Narrow { rows: Tensor },
 }
@@ -283,8 +283,7 @@ impl Stack {
                     2,
                 ),
             );
-            let without_resid_mid = rows.narrow(1, 0, cfg.d_mlp + cfg.d_vocab_out).contiguous();
-            Rows::Wide { rows, without_resid_mid }
+            Rows::Wide { rows }
         } else {
             Rows::Narrow { rows: stacked(vo, resid_base) }
         };
@@ -295,47 +294,63 @@ impl Stack {
     pub fn read_tables(&self, tables: &Tables, lookup: &Lookup, with_resid_mid: bool) -> Read {
         let (n, batch, _) = lookup.key_rows.size3().expect("key rows are [model, batch, pos]");
         let (d_mlp, d_out, d_model) = (self.cfg.d_mlp, self.cfg.d_vocab_out, self.cfg.d_model);
-        // The last query sees every position: softmax over all of them, per head.
-        let pattern = tables.scores.take(&lookup.score_index).softmax(-1, Kind::Float); // [model, batch, head, pos]
-        let rows = match (&tables.rows, with_resid_mid) {
-            (Rows::Wide { without_resid_mid, .. }, false) => without_resid_mid,
-            (Rows::Wide { rows, .. } | Rows::Narrow { rows }, _) => rows,
+        let relu = self.cfg.act_fn == ActFn::Relu;
+        let rows = match &tables.rows {
+            Rows::Wide { rows } | Rows::Narrow { rows } => rows,
         };
-        let width = rows.size()[1];
-        // Per input: its pattern-weighted rows, and its base row once.
-        let weights = Tensor::cat(&[pattern.view([n * batch, -1]), lookup.ones.shallow_clone()], 1);
-        let (mixed, _, _, _) = Tensor::embedding_bag(
-            rows,
-            &lookup.bag_rows,
-            &lookup.offsets,
-            false,
-            0, // sum
-            false,
-            Some(weights.flatten(0, 1)),
-            false,
-        );
-        let mixed = mixed.view([n, batch, width]);
+        let wide = matches!(tables.rows, Rows::Wide { .. });
+        // Wide rows carry resid_mid in their last d_model columns: read them only when asked.
+        let width = if wide && !with_resid_mid { d_mlp + d_out } else { rows.size()[1] };
+        // The last query sees every position: softmax over all of them, per head; then
+        // each input's pattern-weighted rows and its base row once. On the CPU (wide
+        // rows) as one loop per input, ReLU included, unless autograd is to follow.
+        let loops = wide && !rows.requires_grad();
+        let (pattern, mixed) = if loops {
+            let relu_columns = if relu { d_mlp } else { 0 };
+            let reads = Reads {
+                scores: &tables.scores,
+                score_index: &lookup.score_index,
+                rows,
+                width,
+                bag_rows: &lookup.bag_rows,
+                relu_columns,
+            };
+            row_sums(&reads)
+        } else {
+            let pattern = tables.scores.take(&lookup.score_index).softmax(-1, Kind::Float); // [model, batch, head, pos]
+            let weights = Tensor::cat(&[pattern.view([n * batch, -1]), lookup.ones.shallow_clone()], 1);
+            let (mixed, _, _, _) = Tensor::embedding_bag(
+                &rows.narrow(1, 0, width),
+                &lookup.bag_rows,
+                &lookup.offsets,
+                false,
+                0, // sum
+                false,
+                Some(weights.flatten(0, 1)),
+                false,
+            );
+            (pattern, mixed.view([n, batch, width]))
+        };
         let (b_in, W_in, W_U) = (self.get("blocks.0.mlp.b_in"), self.get("blocks.0.mlp.W_in"), self.get("unembed.W_U"));
-        let (mut pre, resid_mid) = match tables.rows {
-            Rows::Wide { .. } => {
-                (mixed.narrow(2, 0, d_mlp), with_resid_mid.then(|| mixed.narrow(2, d_mlp + d_out, d_model)))
-            }
-            Rows::Narrow { .. } => {
-                (b_in.unsqueeze(1).baddbmm(&mixed, W_in, 1, 1), with_resid_mid.then(|| mixed.shallow_clone()))
-            }
+        let (mut pre, resid_mid) = if wide {
+            (mixed.narrow(2, 0, d_mlp), with_resid_mid.then(|| mixed.narrow(2, d_mlp + d_out, d_model)))
+        } else {
+            (b_in.unsqueeze(1).baddbmm(&mixed, W_in, 1, 1), with_resid_mid.then(|| mixed.shallow_clone()))
         };
         let (post, derivative_at) = match self.cfg.act_fn {
-            // In place: the MLP input is a fresh tensor or the bag's own columns, and
-            // nothing else reads it.
+            // In place, or done in the loop: the MLP input is a fresh tensor or the sums'
+            // own columns, and nothing else reads it. The derivative reads the
+            // activations, positive exactly where the input is.
             ActFn::Relu => {
-                let post = pre.relu_();
+                let post = if loops { pre } else { pre.relu_() };
                 (post.shallow_clone(), post)
             }
             ActFn::Gelu => (act(ActFn::Gelu, &pre), pre),
         };
-        let logits = match tables.rows {
-            Rows::Wide { .. } => mixed.narrow(2, d_mlp, d_out).baddbmm(&post, &tables.w_logit, 1, 1),
-            Rows::Narrow { .. } => tables.logit_bias.baddbmm(&mixed, W_U, 1, 1).baddbmm(&post, &tables.w_logit, 1, 1),
+        let logits = if wide {
+            mixed.narrow(2, d_mlp, d_out).baddbmm(&post, &tables.w_logit, 1, 1)
+        } else {
+            tables.logit_bias.baddbmm(&mixed, W_U, 1, 1).baddbmm(&post, &tables.w_logit, 1, 1)
         };
         Read {
             key_rows: lookup.key_rows.shallow_clone(),

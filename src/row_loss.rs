@@ -17,8 +17,8 @@ use std::sync::Mutex;
 
 use tch::{Device, Kind, Tensor};
 
+use crate::cpu_loops::{self, elements};
 use crate::loss::logit_gradient;
-use crate::parallel;
 
 /// Per row: −log softmax at the label, and whether the argmax is the label.
 pub(crate) struct RowLosses {
@@ -63,7 +63,7 @@ fn by_loops(logits: &Tensor, labels: &Tensor, weights: Option<&Tensor>) -> RowLo
     let (mut nll, mut correct) = (vec![0f64; (n * rows) as usize], vec![0f64; (n * rows) as usize]);
     let mut grad = vec![0f32; n as usize * first * vocab as usize];
     let (rows, vocab) = (rows as usize, vocab as usize);
-    let step = rows.div_ceil(parallel::parts()).max(1);
+    let step = rows.div_ceil(cpu_loops::parts()).max(1);
     // Each model's rows in parts of `step`; each part gets its own slices of the results.
     let mut parts = vec![];
     let (mut nll_rest, mut correct_rest, mut grad_rest) = (&mut nll[..], &mut correct[..], &mut grad[..]);
@@ -87,7 +87,7 @@ fn by_loops(logits: &Tensor, labels: &Tensor, weights: Option<&Tensor>) -> RowLo
             })));
         }
     }
-    parallel::for_each_part(parts.len(), |i| {
+    cpu_loops::for_each_part(parts.len(), |i| {
         let part = parts[i].lock().expect("one part, one thread").take().expect("each part runs once");
         part.compute(vocab)
     });
@@ -163,13 +163,6 @@ impl Part<'_> {
             }
         }
     }
-}
-
-/// A contiguous CPU tensor's elements.
-fn elements<T: tch::kind::Element>(t: &Tensor) -> &[T] {
-    assert!(t.device() == Device::Cpu && t.kind() == T::KIND && t.is_contiguous(), "a contiguous CPU tensor");
-    // SAFETY: the tensor is contiguous, of T, on the CPU, and borrowed for the slice's life.
-    unsafe { std::slice::from_raw_parts(t.data_ptr() as *const T, t.numel()) }
 }
 
 /// The largest of `values`, or NaN if one is: in eight interleaved lanes (so that it

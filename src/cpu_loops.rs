@@ -1,4 +1,7 @@
-//! Plain Rust loops on libtorch's own CPU threads. libtorch runs its parallel kernels
+//! Plain Rust loops over tensors on the CPU: their elements as slices, and the parts
+//! of a loop on libtorch's own threads.
+//!
+//! libtorch runs its parallel kernels
 //! on an OpenMP team (libgomp, which it loads), whose threads spin for a while after
 //! each kernel waiting for the next: a loop on threads of its own competes with them
 //! for the cores (BENCHMARKS.md measures it). So a loop's parts run as one more OpenMP
@@ -10,6 +13,28 @@ use std::ffi::{c_int, c_uint, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
+
+use tch::{Device, Kind, Tensor};
+
+/// A contiguous CPU tensor's elements.
+pub(crate) fn elements<T: tch::kind::Element>(t: &Tensor) -> &[T] {
+    assert!(t.device() == Device::Cpu && t.kind() == T::KIND && t.is_contiguous(), "a contiguous CPU tensor");
+    // SAFETY: the tensor is contiguous, of T, on the CPU, and borrowed for the slice's life.
+    unsafe { std::slice::from_raw_parts(t.data_ptr() as *const T, t.numel()) }
+}
+
+/// A new float32 CPU tensor of zeros, for a loop to write through [`elements_mut`].
+pub(crate) fn zeros(size: &[i64]) -> Tensor {
+    Tensor::zeros(size, (Kind::Float, Device::Cpu))
+}
+
+/// The elements of a tensor from [`zeros`], to be written.
+///
+/// # Safety
+/// Nothing else may read or write `t` while the slice lives.
+pub(crate) unsafe fn elements_mut(t: &Tensor) -> &mut [f32] {
+    std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, t.numel())
+}
 
 /// libgomp's entry points: `GOMP_parallel(body, data, threads, flags)`, and a thread's
 /// place in its team and the team's size.

@@ -1,0 +1,167 @@
+//! Each input's attention pattern and its pattern-weighted sum of table rows
+//! (`crate::one_layer`), on the CPU in one loop per input instead of a gather, a
+//! softmax, an `embedding_bag` and a ReLU, each a pass of its own over every input.
+//! Per input, with s its scores (one per head and position) and R its rows:
+//!
+//! ```text
+//! p[h, i] = exp(s[h, i] − max_j s[h, j]) / Σ_j exp(s[h, j] − max_j s[h, j])
+//! sum     = Σ_{h, i} p[h, i] · R[h, i]  +  R[base]        (then ReLU on the MLP columns)
+//! ```
+//!
+//! The inputs are cut into parts, one per libtorch thread (`crate::parallel`); each
+//! input's arithmetic is the same wherever it falls, so a run's numbers do not depend
+//! on the stack it is in.
+
+use std::sync::Mutex;
+
+use tch::Tensor;
+
+use crate::cpu_loops::{self, elements, elements_mut, zeros};
+
+/// What [`row_sums`] reads: the flat score table and the summed rows, as
+/// `crate::one_layer::Lookup` indexes them.
+pub(crate) struct Reads<'a> {
+    /// The score table, flat.
+    pub scores: &'a Tensor,
+    /// Each input's scores in it: `[model, batch, head, pos]`.
+    pub score_index: &'a Tensor,
+    /// The table of rows, `[rows, full width]`; the sums read its first `width` columns.
+    pub rows: &'a Tensor,
+    pub width: i64,
+    /// Each input's rows: head·pos pattern-weighted ones, then its base row.
+    pub bag_rows: &'a Tensor,
+    /// The leading columns that ReLU applies to (0: none).
+    pub relu_columns: i64,
+}
+
+/// The pattern `[model, batch, head, pos]` and the row sums `[model, batch, width]`.
+pub(crate) fn row_sums(reads: &Reads) -> (Tensor, Tensor) {
+    let size = reads.score_index.size();
+    let (n, batch, heads, n_pos) = (size[0], size[1], size[2], size[3]);
+    let weighted = (heads * n_pos) as usize;
+    let (scores, score_index, rows, bag_rows) = (
+        reads.scores.contiguous(),
+        reads.score_index.contiguous(),
+        reads.rows.contiguous(),
+        reads.bag_rows.contiguous(),
+    );
+    let full_width = rows.size()[1] as usize;
+    let (scores, score_index) = (elements::<f32>(&scores), elements::<i64>(&score_index));
+    let (rows, bag_rows) = (elements::<f32>(&rows), elements::<i64>(&bag_rows));
+    let (width, relu_columns, n_pos) = (reads.width as usize, reads.relu_columns as usize, n_pos as usize);
+    let inputs = (n * batch) as usize;
+    let pattern = zeros(&[n, batch, heads, n_pos as i64]);
+    let sums = zeros(&[n, batch, width as i64]);
+    let step = inputs.div_ceil(cpu_loops::parts()).max(1);
+    // SAFETY: both are new, and each part writes only its own slices of them.
+    let (pattern_all, sums_all) = unsafe { (elements_mut(&pattern), elements_mut(&sums)) };
+    let parts: Vec<Mutex<Option<(usize, &mut [f32], &mut [f32])>>> = pattern_all
+        .chunks_mut(step * weighted)
+        .zip(sums_all.chunks_mut(step * width))
+        .enumerate()
+        .map(|(i, (p, s))| Mutex::new(Some((i * step, p, s))))
+        .collect();
+    let table = Table { scores, score_index, rows, bag_rows, full_width, width, weighted, n_pos, relu_columns };
+    cpu_loops::for_each_part(parts.len(), |i| {
+        let (first, pattern, sums) = parts[i].lock().expect("one part, one thread").take().expect("runs once");
+        table.inputs(first, pattern, sums);
+    });
+    (pattern, sums)
+}
+
+/// Columns summed at a time: eight AVX-512 registers.
+const BLOCK: usize = 128;
+
+/// The tables' elements and their shapes.
+struct Table<'a> {
+    scores: &'a [f32],
+    score_index: &'a [i64],
+    rows: &'a [f32],
+    bag_rows: &'a [i64],
+    full_width: usize,
+    width: usize,
+    /// Pattern-weighted rows per input: head·pos.
+    weighted: usize,
+    n_pos: usize,
+    relu_columns: usize,
+}
+
+impl Table<'_> {
+    /// Inputs `first…` into their slices of the pattern and the sums, in the widest
+    /// vectors the CPU has (the same arithmetic, so the same numbers).
+    fn inputs(&self, first: usize, pattern: &mut [f32], sums: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has AVX-512F.
+                return unsafe { self.inputs_avx512(first, pattern, sums) };
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2.
+                return unsafe { self.inputs_avx2(first, pattern, sums) };
+            }
+        }
+        self.each_input(first, pattern, sums)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn inputs_avx512(&self, first: usize, pattern: &mut [f32], sums: &mut [f32]) {
+        self.each_input(first, pattern, sums)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn inputs_avx2(&self, first: usize, pattern: &mut [f32], sums: &mut [f32]) {
+        self.each_input(first, pattern, sums)
+    }
+
+    #[inline(always)]
+    fn each_input(&self, first: usize, pattern: &mut [f32], sums: &mut [f32]) {
+        let (w, n_pos) = (self.weighted, self.n_pos);
+        for (j, (p, sum)) in pattern.chunks_exact_mut(w).zip(sums.chunks_exact_mut(self.width)).enumerate() {
+            let input = first + j;
+            // The softmax over positions, per head.
+            let index = &self.score_index[input * w..][..w];
+            for (p, index) in p.chunks_exact_mut(n_pos).zip(index.chunks_exact(n_pos)) {
+                for (p, &i) in p.iter_mut().zip(index) {
+                    *p = self.scores[i as usize];
+                }
+                let max = p.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut total = 0.0;
+                for p in p.iter_mut() {
+                    *p = (*p - max).exp();
+                    total += *p;
+                }
+                let scale = 1.0 / total;
+                p.iter_mut().for_each(|p| *p *= scale);
+            }
+            // The pattern-weighted rows, then the base row, a block of columns at a time
+            // (the block's running sums stay in registers).
+            let bag = &self.bag_rows[input * (w + 1)..][..w + 1];
+            let mut start = 0;
+            while start < self.width {
+                let len = BLOCK.min(self.width - start);
+                let mut block = [0f32; BLOCK];
+                for (&row, &weight) in bag.iter().zip(p.iter().chain(std::iter::once(&1.0))) {
+                    let row = &self.rows[row as usize * self.full_width + start..][..len];
+                    if len == BLOCK {
+                        let row: &[f32; BLOCK] = row.try_into().expect("a whole block");
+                        for k in 0..BLOCK {
+                            block[k] += weight * row[k];
+                        }
+                    } else {
+                        for (b, r) in block.iter_mut().zip(row) {
+                            *b += weight * r;
+                        }
+                    }
+                }
+                sum[start..start + len].copy_from_slice(&block[..len]);
+                start += len;
+            }
+            for s in &mut sum[..self.relu_columns] {
+                *s = s.max(0.0);
+            }
+        }
+    }
+}
