@@ -47,9 +47,15 @@ struct Gomp {
 fn gomp() -> Option<&'static Gomp> {
     static GOMP: OnceLock<Option<Gomp>> = OnceLock::new();
     GOMP.get_or_init(|| {
+        // libtorch's libgomp by name, loaded already (also where libtorch came in
+        // through a library opened locally, as evcxr opens each cell); else any in the
+        // global scope.
+        // SAFETY: RTLD_NOLOAD only looks for a library already loaded.
+        let loaded = unsafe { libc::dlopen(c"libgomp.so.1".as_ptr(), libc::RTLD_NOLOAD | libc::RTLD_LAZY) };
+        let scope = if loaded.is_null() { libc::RTLD_DEFAULT } else { loaded };
         let find = |name: &CStr| {
             // SAFETY: dlsym only looks a name up among the loaded libraries.
-            let symbol = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+            let symbol = unsafe { libc::dlsym(scope, name.as_ptr()) };
             (!symbol.is_null()).then_some(symbol)
         };
         let (parallel, thread_num, num_threads) =
