@@ -45,7 +45,7 @@ for book in "${books[@]}"; do
     --HTMLExporter.mathjax_url=data:text/javascript, --output-dir notebooks/out "notebooks/out/$name.ipynb"
   echo "notebooks: $name executed and exported in $((SECONDS - start)) s"
   if [ "$check" = 1 ]; then
-    python scripts/check_lock.py "$EVCXR_TMPDIR/Cargo.lock" Cargo.lock
+    python scripts/check_lock.py "$EVCXR_TMPDIR/build/Cargo.lock" Cargo.lock
     python scripts/check_notebook.py "notebooks/out/$name.ipynb"
     python scripts/check_html.py "notebooks/out/$name.html"
   fi
