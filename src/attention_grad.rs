@@ -17,8 +17,6 @@
 //! d_scores[row of (i, t_i, t_last)][h] += p[h, i] · (d_pattern[h, i] − Σ_j p[h, j] · d_pattern[h, j]) / √d_head
 //! ```
 
-use std::sync::Mutex;
-
 use tch::Tensor;
 
 use crate::cpu_loops::{self, elements, elements_mut, zeros};
@@ -49,18 +47,13 @@ pub(crate) fn gradients(kv: &Tensor, read: &Read, d_z: &Tensor, n_vocab: i64) ->
     let step = count.div_ceil(cpu_loops::parts()).max(1);
     // SAFETY: the three are new, and each part writes only its own slice of z.
     let (z_all, d_v_all, d_scores_all) = unsafe { (elements_mut(&z), elements_mut(&d_v), elements_mut(&d_scores)) };
-    let parts: Vec<Mutex<(usize, &mut [f32], Vec<f32>, Vec<f32>)>> = z_all
-        .chunks_mut(step * he)
-        .enumerate()
-        .map(|(i, z)| Mutex::new((i * step, z, vec![0f32; d_v_all.len()], vec![0f32; d_scores_all.len()])))
+    let mut tables: Vec<(Vec<f32>, Vec<f32>)> =
+        (0..count.div_ceil(step)).map(|_| (vec![0f32; d_v_all.len()], vec![0f32; d_scores_all.len()])).collect();
+    let parts: Vec<_> = (z_all.chunks_mut(step * he).zip(tables.iter_mut()).enumerate())
+        .map(|(i, (z, (d_v, d_scores)))| (i * step, z, d_v, d_scores))
         .collect();
-    cpu_loops::for_each_part(parts.len(), |i| {
-        let mut part = parts[i].lock().expect("one part, one thread");
-        let (first, z, d_v, d_scores) = &mut *part;
-        inputs.backward(*first, z, d_v, d_scores);
-    });
-    for part in parts {
-        let (_, _, d_v, d_scores) = part.into_inner().expect("every part done");
+    cpu_loops::for_each_owned(parts, |(first, z, d_v, d_scores)| inputs.backward(first, z, d_v, d_scores));
+    for (d_v, d_scores) in tables {
         d_v_all.iter_mut().zip(d_v).for_each(|(a, b)| *a += b);
         d_scores_all.iter_mut().zip(d_scores).for_each(|(a, b)| *a += b);
     }

@@ -12,7 +12,7 @@
 use std::ffi::{c_int, c_uint, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use tch::{Device, Kind, Tensor};
 
@@ -112,6 +112,16 @@ pub(crate) fn for_each_part(parts: usize, body: impl Fn(usize) + Sync) {
     if job.panicked.load(Ordering::Relaxed) {
         panic!("a part of a parallel loop panicked");
     }
+}
+
+/// `body(part)` for each of `parts` (each owning what it writes), spread over
+/// libtorch's CPU threads as [`for_each_part`] spreads them.
+pub(crate) fn for_each_owned<T: Send>(parts: Vec<T>, body: impl Fn(T) + Sync) {
+    let parts: Vec<Mutex<Option<T>>> = parts.into_iter().map(|p| Mutex::new(Some(p))).collect();
+    for_each_part(parts.len(), |i| {
+        let part = parts[i].lock().expect("one part, one thread").take().expect("each part runs once");
+        body(part)
+    });
 }
 
 #[cfg(test)]

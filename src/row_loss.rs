@@ -13,8 +13,6 @@
 //! A NaN logit makes the row's loss NaN and its argmax the NaN's place, as in libtorch.
 //! Elsewhere than the CPU the same is computed as tensors.
 
-use std::sync::Mutex;
-
 use tch::{Device, Kind, Tensor};
 
 use crate::cpu_loops::{self, elements};
@@ -77,20 +75,17 @@ fn by_loops(logits: &Tensor, labels: &Tensor, weights: Option<&Tensor>) -> RowLo
             let (grad, rest) = std::mem::take(&mut grad_rest).split_at_mut(with_grad * vocab);
             grad_rest = rest;
             let (row, weight) = (model * rows + start, model * first + start);
-            parts.push(Mutex::new(Some(Part {
+            parts.push(Part {
                 x: &x[row * vocab..(row + len) * vocab],
                 labels: &labels[row..row + len],
                 weights: &weights_of[weight.min(weights_of.len())..(weight + with_grad).min(weights_of.len())],
                 nll,
                 correct,
                 grad,
-            })));
+            });
         }
     }
-    cpu_loops::for_each_part(parts.len(), |i| {
-        let part = parts[i].lock().expect("one part, one thread").take().expect("each part runs once");
-        part.compute(vocab)
-    });
+    cpu_loops::for_each_owned(parts, |part| part.compute(vocab));
     RowLosses {
         nll: Tensor::from_slice(&nll).view([n, rows as i64]),
         correct: Tensor::from_slice(&correct).view([n, rows as i64]),

@@ -12,8 +12,6 @@
 //! input's arithmetic is the same wherever it falls, so a run's numbers do not depend
 //! on the stack it is in.
 
-use std::sync::Mutex;
-
 use tch::Tensor;
 
 use crate::cpu_loops::{self, elements, elements_mut, zeros};
@@ -55,17 +53,11 @@ pub(crate) fn row_sums(reads: &Reads) -> (Tensor, Tensor) {
     let step = inputs.div_ceil(cpu_loops::parts()).max(1);
     // SAFETY: both are new, and each part writes only its own slices of them.
     let (pattern_all, sums_all) = unsafe { (elements_mut(&pattern), elements_mut(&sums)) };
-    let parts: Vec<Mutex<Option<(usize, &mut [f32], &mut [f32])>>> = pattern_all
-        .chunks_mut(step * weighted)
-        .zip(sums_all.chunks_mut(step * width))
-        .enumerate()
-        .map(|(i, (p, s))| Mutex::new(Some((i * step, p, s))))
+    let parts: Vec<_> = (pattern_all.chunks_mut(step * weighted).zip(sums_all.chunks_mut(step * width)).enumerate())
+        .map(|(i, (p, s))| (i * step, p, s))
         .collect();
     let table = Table { scores, score_index, rows, bag_rows, full_width, width, weighted, n_pos, relu_columns };
-    cpu_loops::for_each_part(parts.len(), |i| {
-        let (first, pattern, sums) = parts[i].lock().expect("one part, one thread").take().expect("runs once");
-        table.inputs(first, pattern, sums);
-    });
+    cpu_loops::for_each_owned(parts, |(first, pattern, sums)| table.inputs(first, pattern, sums));
     (pattern, sums)
 }
 
