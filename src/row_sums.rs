@@ -129,27 +129,29 @@ impl Table<'_> {
                 p.iter_mut().for_each(|p| *p *= scale);
             }
             // The pattern-weighted rows, then the base row, a block of columns at a time
-            // (the block's running sums stay in registers).
+            // (the block's running sums stay in registers), then the last columns.
             let bag = &self.bag_rows[input * (w + 1)..][..w + 1];
+            let weights = || p.iter().copied().chain(std::iter::once(1.0));
+            let row = |row: i64, start: usize, len: usize| &self.rows[row as usize * self.full_width + start..][..len];
             let mut start = 0;
-            while start < self.width {
-                let len = BLOCK.min(self.width - start);
+            while start + BLOCK <= self.width {
                 let mut block = [0f32; BLOCK];
-                for (&row, &weight) in bag.iter().zip(p.iter().chain(std::iter::once(&1.0))) {
-                    let row = &self.rows[row as usize * self.full_width + start..][..len];
-                    if len == BLOCK {
-                        let row: &[f32; BLOCK] = row.try_into().expect("a whole block");
-                        for k in 0..BLOCK {
-                            block[k] += weight * row[k];
-                        }
-                    } else {
-                        for (b, r) in block.iter_mut().zip(row) {
-                            *b += weight * r;
-                        }
+                for (&r, weight) in bag.iter().zip(weights()) {
+                    let r: &[f32; BLOCK] = row(r, start, BLOCK).try_into().expect("a whole block");
+                    for k in 0..BLOCK {
+                        block[k] += weight * r[k];
                     }
                 }
-                sum[start..start + len].copy_from_slice(&block[..len]);
-                start += len;
+                sum[start..start + BLOCK].copy_from_slice(&block);
+                start += BLOCK;
+            }
+            // The sums start at zero.
+            let tail = &mut sum[start..];
+            let len = tail.len();
+            for (&r, weight) in bag.iter().zip(weights()) {
+                for (s, r) in tail.iter_mut().zip(row(r, start, len)) {
+                    *s += weight * r;
+                }
             }
             for s in &mut sum[..self.relu_columns] {
                 *s = s.max(0.0);
