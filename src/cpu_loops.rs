@@ -114,6 +114,43 @@ pub(crate) fn for_each_part(parts: usize, body: impl Fn(usize) + Sync) {
     }
 }
 
+/// A loop to compile for the widest vectors the CPU has ([`widest`]). Its `run` must be
+/// `#[inline(always)]`, so that it is compiled into each width's copy, and do the same
+/// arithmetic at every width, so that the numbers do not depend on the CPU.
+pub(crate) trait Vectorised {
+    type Output;
+    fn run(self) -> Self::Output;
+}
+
+/// `body.run()` compiled for the widest vectors the CPU has, chosen at run time:
+/// AVX-512 or AVX2 on x86-64, else the baseline.
+pub(crate) fn widest<L: Vectorised>(body: L) -> L::Output {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F.
+            return unsafe { avx512(body) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2.
+            return unsafe { avx2(body) };
+        }
+    }
+    body.run()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn avx512<L: Vectorised>(body: L) -> L::Output {
+    body.run()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn avx2<L: Vectorised>(body: L) -> L::Output {
+    body.run()
+}
+
 /// `body(part)` for each of `parts` (each owning what it writes), spread over
 /// libtorch's CPU threads as [`for_each_part`] spreads them.
 pub(crate) fn for_each_owned<T: Send>(parts: Vec<T>, body: impl Fn(T) + Sync) {

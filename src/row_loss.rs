@@ -15,7 +15,7 @@
 
 use tch::{Device, Kind, Tensor};
 
-use crate::cpu_loops::{self, elements};
+use crate::cpu_loops::{self, elements, Vectorised};
 use crate::loss::logit_gradient;
 
 /// Per row: −log softmax at the label, and whether the argmax is the label.
@@ -76,6 +76,7 @@ fn by_loops(logits: &Tensor, labels: &Tensor, weights: Option<&Tensor>) -> RowLo
             grad_rest = rest;
             let (row, weight) = (model * rows + start, model * first + start);
             parts.push(Part {
+                vocab,
                 x: &x[row * vocab..(row + len) * vocab],
                 labels: &labels[row..row + len],
                 weights: &weights_of[weight.min(weights_of.len())..(weight + with_grad).min(weights_of.len())],
@@ -85,7 +86,7 @@ fn by_loops(logits: &Tensor, labels: &Tensor, weights: Option<&Tensor>) -> RowLo
             });
         }
     }
-    cpu_loops::for_each_owned(parts, |part| part.compute(vocab));
+    cpu_loops::for_each_owned(parts, |part| cpu_loops::widest(part));
     RowLosses {
         nll: Tensor::from_slice(&nll).view([n, rows as i64]),
         correct: Tensor::from_slice(&correct).view([n, rows as i64]),
@@ -93,9 +94,61 @@ fn by_loops(logits: &Tensor, labels: &Tensor, weights: Option<&Tensor>) -> RowLo
     }
 }
 
+/// The mean over the rows i of `x` `[rows, vocab]` of ln Σ_j exp(x_ij − shift[class_i, j])
+/// in float64, `shift` `[classes, vocab]` float64: the excluded loss's log-normaliser
+/// (`crate::measures::ablation`). Float32 `x` on the CPU in one pass per row, in parts
+/// (their totals added in part order); anything else as tensors.
+pub(crate) fn mean_log_sum_exp(x: &Tensor, classes: &Tensor, shift: &Tensor) -> f64 {
+    let (rows, vocab) = x.size2().expect("x is [rows, vocab]");
+    if x.device() != Device::Cpu || x.kind() != Kind::Float {
+        let shifted = x.to_kind(Kind::Double) - shift.to_device(x.device()).index_select(0, classes);
+        return shifted.logsumexp([1], false).mean(Kind::Double).double_value(&[]);
+    }
+    let (x, classes, shift) = (x.contiguous(), classes.contiguous(), shift.to_kind(Kind::Double).contiguous());
+    let (x, classes, shift) = (elements::<f32>(&x), elements::<i64>(&classes), elements::<f64>(&shift));
+    let (rows, vocab) = (rows as usize, vocab as usize);
+    let step = rows.div_ceil(cpu_loops::parts()).max(1);
+    let mut totals = vec![0f64; rows.div_ceil(step)];
+    let parts: Vec<_> = x.chunks(step * vocab).zip(classes.chunks(step)).zip(totals.iter_mut()).collect();
+    cpu_loops::for_each_owned(parts, |((x, classes), total)| {
+        *total = cpu_loops::widest(LogSumExps { x, classes, shift, vocab })
+    });
+    totals.iter().sum::<f64>() / rows as f64
+}
+
+/// Rows of [`mean_log_sum_exp`]; `run` gives the sum of their log-sum-exps.
+struct LogSumExps<'a> {
+    x: &'a [f32],
+    classes: &'a [i64],
+    shift: &'a [f64],
+    vocab: usize,
+}
+
+impl Vectorised for LogSumExps<'_> {
+    type Output = f64;
+
+    #[inline(always)]
+    fn run(self) -> f64 {
+        let LogSumExps { x, classes, shift, vocab } = self;
+        let mut shifted = vec![0f64; vocab];
+        let mut total = 0.0;
+        for (x, &class) in x.chunks_exact(vocab).zip(classes) {
+            let shift = &shift[class as usize * vocab..][..vocab];
+            for ((e, &v), &s) in shifted.iter_mut().zip(x).zip(shift) {
+                *e = v as f64 - s;
+            }
+            let m = max(&shifted);
+            shifted.iter_mut().for_each(|e| *e = exp(*e - m));
+            total += m + sum(&shifted).ln();
+        }
+        total
+    }
+}
+
 /// A run of consecutive rows and where their results go; the first `weights.len()`
 /// rows get gradients.
 struct Part<'a> {
+    vocab: usize,
     x: &'a [f32],
     labels: &'a [i64],
     weights: &'a [f64],
@@ -104,38 +157,12 @@ struct Part<'a> {
     grad: &'a mut [f32],
 }
 
-impl Part<'_> {
-    /// [`Part::rows`] in the widest vectors the CPU has: AVX-512's eight float64 lanes,
-    /// AVX2's four, or SSE2's two (the same arithmetic, so the same numbers).
-    fn compute(self, vocab: usize) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU has AVX-512F.
-                return unsafe { self.rows_avx512(vocab) };
-            }
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU has AVX2.
-                return unsafe { self.rows_avx2(vocab) };
-            }
-        }
-        self.rows(vocab)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn rows_avx512(self, vocab: usize) {
-        self.rows(vocab)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn rows_avx2(self, vocab: usize) {
-        self.rows(vocab)
-    }
+impl Vectorised for Part<'_> {
+    type Output = ();
 
     #[inline(always)]
-    fn rows(self, vocab: usize) {
+    fn run(self) {
+        let vocab = self.vocab;
         let mut shifted = vec![0f64; vocab];
         for (row, x) in self.x.chunks_exact(vocab).enumerate() {
             let label = self.labels[row] as usize;
@@ -163,17 +190,37 @@ impl Part<'_> {
 /// The largest of `values`, or NaN if one is: in eight interleaved lanes (so that it
 /// vectorises).
 #[inline(always)]
-fn max(values: &[f32]) -> f32 {
-    let pick = |best: f32, v: f32| if v > best || v.is_nan() { v } else { best };
-    let mut lanes = [f32::NEG_INFINITY; 8];
+fn max<T: Float>(values: &[T]) -> T {
+    let pick = |best: T, v: T| if v > best || v.is_nan() { v } else { best };
+    let mut lanes = [T::NEG_INFINITY; 8];
     let chunks = values.chunks_exact(8);
-    let rest = chunks.remainder().iter().fold(f32::NEG_INFINITY, |b, &v| pick(b, v));
+    let rest = chunks.remainder().iter().fold(T::NEG_INFINITY, |b, &v| pick(b, v));
     for chunk in chunks {
         for (lane, &v) in lanes.iter_mut().zip(chunk) {
             *lane = pick(*lane, v);
         }
     }
     lanes.into_iter().fold(rest, pick)
+}
+
+/// The float types the loops take maxima of.
+trait Float: Copy + PartialOrd {
+    const NEG_INFINITY: Self;
+    fn is_nan(self) -> bool;
+}
+
+impl Float for f32 {
+    const NEG_INFINITY: Self = f32::NEG_INFINITY;
+    fn is_nan(self) -> bool {
+        self.is_nan()
+    }
+}
+
+impl Float for f64 {
+    const NEG_INFINITY: Self = f64::NEG_INFINITY;
+    fn is_nan(self) -> bool {
+        self.is_nan()
+    }
 }
 
 /// Σ values, in four interleaved partial sums (so that it vectorises).
@@ -261,6 +308,24 @@ mod tests {
         assert_eq!(ours.size(), [2, 20, 113]);
         let gap = (&ours - &theirs).abs().max().double_value(&[]);
         assert!(gap <= 1e-7 * theirs.abs().max().double_value(&[]), "gradient gap {gap:e}");
+    }
+
+    /// The excluded loss's log-normaliser: the loop against libtorch's logsumexp, over
+    /// more rows than one part, and NaN through.
+    #[test]
+    fn mean_log_sum_exp_agrees_with_libtorch() {
+        let (x, classes, shift) = crate::rng::seeded(5, || {
+            (
+                Tensor::randn([301, 113], (Kind::Float, Device::Cpu)) * 8.0,
+                Tensor::randint(113, [301], (Kind::Int64, Device::Cpu)),
+                Tensor::randn([113, 113], (Kind::Double, Device::Cpu)) * 4.0,
+            )
+        });
+        let ours = mean_log_sum_exp(&x, &classes, &shift);
+        let theirs = mean_log_sum_exp(&x.to_kind(Kind::Double), &classes, &shift);
+        assert!((ours - theirs).abs() < 1e-12 * theirs.abs(), "{ours} vs {theirs}");
+        let _ = x.get(7).get(3).fill_(f64::NAN);
+        assert!(mean_log_sum_exp(&x, &classes, &shift).is_nan());
     }
 
     /// The vectorised e^x against the C library's over [−708, 0], and its floor below.

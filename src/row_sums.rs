@@ -14,7 +14,7 @@
 
 use tch::Tensor;
 
-use crate::cpu_loops::{self, elements, elements_mut, zeros};
+use crate::cpu_loops::{self, elements, elements_mut, zeros, Vectorised};
 
 /// What [`row_sums`] reads: the flat score table and the summed rows, as
 /// `crate::one_layer::Lookup` indexes them.
@@ -57,7 +57,9 @@ pub(crate) fn row_sums(reads: &Reads) -> (Tensor, Tensor) {
         .map(|(i, (p, s))| (i * step, p, s))
         .collect();
     let table = Table { scores, score_index, rows, bag_rows, full_width, width, weighted, n_pos, relu_columns };
-    cpu_loops::for_each_owned(parts, |(first, pattern, sums)| table.inputs(first, pattern, sums));
+    cpu_loops::for_each_owned(parts, |(first, pattern, sums)| {
+        cpu_loops::widest(Inputs { table: &table, first, pattern, sums })
+    });
     (pattern, sums)
 }
 
@@ -78,38 +80,27 @@ struct Table<'a> {
     relu_columns: usize,
 }
 
-impl Table<'_> {
-    /// Inputs `first…` into their slices of the pattern and the sums, in the widest
-    /// vectors the CPU has (the same arithmetic, so the same numbers).
-    fn inputs(&self, first: usize, pattern: &mut [f32], sums: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU has AVX-512F.
-                return unsafe { self.inputs_avx512(first, pattern, sums) };
-            }
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU has AVX2.
-                return unsafe { self.inputs_avx2(first, pattern, sums) };
-            }
-        }
-        self.each_input(first, pattern, sums)
-    }
+/// Inputs `first…` and their slices of the pattern and the sums.
+struct Inputs<'a> {
+    table: &'a Table<'a>,
+    first: usize,
+    pattern: &'a mut [f32],
+    sums: &'a mut [f32],
+}
 
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn inputs_avx512(&self, first: usize, pattern: &mut [f32], sums: &mut [f32]) {
-        self.each_input(first, pattern, sums)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn inputs_avx2(&self, first: usize, pattern: &mut [f32], sums: &mut [f32]) {
-        self.each_input(first, pattern, sums)
-    }
+impl Vectorised for Inputs<'_> {
+    type Output = ();
 
     #[inline(always)]
-    fn each_input(&self, first: usize, pattern: &mut [f32], sums: &mut [f32]) {
+    fn run(self) {
+        let Inputs { table, first, pattern, sums } = self;
+        table.inputs(first, pattern, sums)
+    }
+}
+
+impl Table<'_> {
+    #[inline(always)]
+    fn inputs(&self, first: usize, pattern: &mut [f32], sums: &mut [f32]) {
         let (w, n_pos) = (self.weighted, self.n_pos);
         for (j, (p, sum)) in pattern.chunks_exact_mut(w).zip(sums.chunks_exact_mut(self.width)).enumerate() {
             let input = first + j;

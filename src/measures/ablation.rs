@@ -34,6 +34,7 @@ use crate::error::Result;
 use crate::fourier::{waves, PerView, View};
 use crate::model::HookedTransformer;
 use crate::one_layer::LastPosition;
+use crate::row_loss::mean_log_sum_exp;
 use crate::task::{Split, Task};
 
 /// Which waves of s an ablation uses for each key frequency.
@@ -208,8 +209,7 @@ impl Ablation {
     fn excluded_with(&self, part: &LogitParts, view: View, r: &Tensor) -> f64 {
         let classes = &self.classes[view];
         let d = r.matmul(&part.mlp_by_sum[view]);
-        let excluded = part.train_logits.to_kind(Kind::Double) - d.index_select(0, &classes.train_sums);
-        let log_norm = excluded.logsumexp([1], false).mean(Kind::Double).double_value(&[]);
+        let log_norm = mean_log_sum_exp(&part.train_logits, &classes.train_sums, &d);
         let n = classes.train_sums.size()[0] as f64;
         log_norm - part.train_correct + (d * &classes.train_cells).sum(Kind::Double).double_value(&[]) / n
     }
