@@ -878,6 +878,23 @@ fn row_energies(basis: &Tensor, m: &Tensor) -> Vec<f64> {
     tensor_rows(&basis.matmul(m).square().sum_dim_intlist(1, false, Kind::Double).unsqueeze(0))[0].clone()
 }
 
+/// The notebooks' key explorer for a run is the one `groklens analyze` builds: the same
+/// key set and the same charts, phase lines included.
+#[test]
+fn key_explorer_from_a_run_is_the_analysis_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = golden_models_as_a_run(&dir.path().join("run"));
+    let ours = groklens::key_explorer::KeyExplorer::from_run(&run, Device::Cpu).unwrap();
+    let history = groklens::import::read_history(&run.dir, run.config.task).unwrap();
+    let overrides = groklens::analysis::Overrides { key_freqs: None, phases: None };
+    let analysis = groklens::analysis::analyze(&history, &overrides, Device::Cpu).unwrap();
+    assert_eq!(ours.keys().freqs, analysis.explorer.keys().freqs);
+    let charts = |e: &groklens::key_explorer::KeyExplorer| -> Vec<String> {
+        e.charts(&[2, 4]).unwrap().iter().map(|f| f.to_json()).collect()
+    };
+    assert_eq!(charts(&ours), charts(&analysis.explorer));
+}
+
 #[test]
 fn key_explorer_shares_follow_their_definitions() {
     let dir = tempfile::tempdir().unwrap();
