@@ -108,6 +108,8 @@ def main():
     args = ap.parse_args()
     token = secrets.token_hex(16)
     root = args.notebook.resolve().parent
+    # JupyterLab saves the notebook it runs, outputs and edits included: put it back after.
+    original = args.notebook.read_bytes()
     lab = subprocess.Popen(
         ["jupyter", "lab", "--no-browser", f"--port={args.port}", f"--IdentityProvider.token={token}",
          "--LabApp.expose_app_in_browser=True", f"--ServerApp.root_dir={root}", "--ServerApp.ip=127.0.0.1"]
@@ -153,6 +155,7 @@ def main():
     finally:
         lab.terminate()
         lab.wait(timeout=30)
+        args.notebook.write_bytes(original)
     print(f"slowest tweak: {max(times):.2f} s over {len(times)} rounds")
     return 0
 
