@@ -11,7 +11,8 @@
 //! ```
 //!
 //! A NaN logit makes the row's loss NaN and its argmax the NaN's place, as in libtorch.
-//! Elsewhere than the CPU the same is computed as tensors.
+//! Elsewhere than the CPU the same is computed as tensors. The excluded loss's
+//! log-sum-exp of shifted logits ([`mean_log_sum_exp`]) is the same loop without labels.
 
 use tch::{Device, Kind, Tensor};
 
