@@ -3,7 +3,7 @@
 
 Starts JupyterLab on notebooks/ with the groklens kernel, opens NOTEBOOK in headless
 Chromium, runs every cell (the training run must already exist, or it is trained), then
-edits the tweak cell (the last code cell, `let key_set … explorer.show(&key_set)?`) to
+edits the tweak cell (the last code cell, `let key_set … explorer.show(&key_set)?;`) to
 another key set and runs it, ROUNDS times. Each time is from the run command to the
 moment the cell's output holds every chart drawn by plotly.js: evcxr compiling the cell,
 the crate's recomputation, the output's transfer and the drawing, all included. Each
@@ -144,7 +144,7 @@ def main():
                 _, crate = run_cell(page, set_keys + "let start = std::time::Instant::now();\n"
                                     "explorer.charts(&key_set)?;\n"
                                     'println!("{:.3}", start.elapsed().as_secs_f64());', charts=False)
-                elapsed, _ = run_cell(page, set_keys + "explorer.show(&key_set)?", charts=True)
+                elapsed, _ = run_cell(page, set_keys + "explorer.show(&key_set)?;", charts=True)
                 times.append(elapsed)
                 print(f"tweak {round_ + 1}: key_set = {keys}: {elapsed:.2f} s, every chart drawn; "
                       f"controls: a cell printing the set {floor:.2f} s, the crate's charts() {float(crate):.2f} s")
