@@ -13,9 +13,9 @@ use crate::fourier::{PerView, View};
 use crate::import::History;
 use crate::key_explorer::KeyExplorer;
 use crate::measures::{
-    check_key_freqs, key_sets, view_overlap, Directions, KeyFreqs, LogitRule, OverTraining, SinCosEnergy, Subset,
+    check_key_freqs, key_sets, view_overlap, Directions, KeyFreqs, OverTraining, SinCosEnergy, Subset,
 };
-use crate::phases::{detect_phases, PhaseRule, Phases};
+use crate::phases::Phases;
 
 /// What the user may fix by hand instead of detecting.
 #[derive(Clone, Debug, Default)]
@@ -165,7 +165,7 @@ pub fn analyze(history: &History, overrides: &Overrides, device: Device) -> Resu
     let measures = Rc::new(OverTraining::compute(&task, &history.split, epochs, |e| history.checkpoint(e, device))?);
     let last = epochs.len() - 1;
 
-    let detected = LogitRule::default().detect_views(&task, &PerView::new(|view| measures.view(view).at(last)));
+    let detected = measures.detect_keys()?;
     let keys = detected.map(|_, detected| match &overrides.key_freqs {
         Some(freqs) => detected.overridden(freqs),
         None => detected.clone(),
@@ -180,10 +180,7 @@ pub fn analyze(history: &History, overrides: &Overrides, device: Device) -> Resu
 
     let phases = match overrides.phases {
         Some([m, c, k]) => Phases::manual(m, c, k),
-        None => detect_phases(
-            &measures.phase_curves(&history.train_losses, &history.test_losses, &history.by_cell, &task_dirs)?,
-            &PhaseRule::default(),
-        ),
+        None => measures.detect_phases(&history.train_losses, &history.test_losses, &history.by_cell, &task_dirs)?,
     };
 
     let explorer = KeyExplorer::new(

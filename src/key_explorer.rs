@@ -20,14 +20,11 @@ use serde_json::{json, Value};
 use tch::{Device, Kind, Tensor};
 
 use crate::arrays::to_array2;
-use crate::error::{Error, Result};
-use crate::fourier::{PerView, View};
+use crate::error::Result;
+use crate::fourier::View;
 use crate::measures::key_sets::{self, KeySet};
-use crate::measures::{
-    all_inputs, check_key_freqs, neuron_logit_freq, Directions, KeyFreqs, LogitRule, OverTraining, Subset,
-};
+use crate::measures::{all_inputs, check_key_freqs, neuron_logit_freq, Directions, KeyFreqs, OverTraining, Subset};
 use crate::model::HookedTransformer;
-use crate::phases::{detect_phases, PhaseRule};
 use crate::plot::{line, Chooser, Figure};
 use crate::run::Run;
 use crate::series::{freq_names, sorted};
@@ -69,15 +66,13 @@ impl KeyExplorer {
     }
 
     /// Everything a run's key-set charts need, found as `groklens analyze` finds it: the
-    /// measures over its checkpoints, the task view's key set by [`LogitRule`] on the last
-    /// checkpoint's logits, and the phase lines by [`detect_phases`].
+    /// measures over its checkpoints, the task view's key set
+    /// ([`OverTraining::detect_keys`]) and the phase lines ([`OverTraining::detect_phases`]).
     pub fn from_run(run: &Run, device: Device) -> Result<Self> {
         let over = OverTraining::from_run(run, device)?;
-        let last = over.epochs.len().checked_sub(1).ok_or_else(|| Error::format("the run has no checkpoints"))?;
-        let keys = LogitRule::default().detect_views(&over.task, &PerView::new(|view| over.view(view).at(last))).task;
-        let curves = over.phase_curves(&run.train_losses, &run.test_losses, &run.by_cell, &keys.directions())?;
-        let phase_lines = detect_phases(&curves, &PhaseRule::default()).lines();
-        KeyExplorer::new(Rc::new(over), &run.final_model(device)?, keys, &phase_lines)
+        let keys = over.detect_keys()?.task;
+        let phases = over.detect_phases(&run.train_losses, &run.test_losses, &run.by_cell, &keys.directions())?;
+        KeyExplorer::new(Rc::new(over), &run.final_model(device)?, keys, &phases.lines())
     }
 
     pub fn over(&self) -> &OverTraining {

@@ -14,6 +14,7 @@ use serde::Serialize;
 use tch::{Device, Tensor};
 
 use super::ablation::{Ablation, Directions, LogitParts, Subset};
+use super::key_freqs::{KeyFreqs, LogitRule};
 use super::logits::{periodicity_with, residual_fraction, LogitPeriodicity};
 use super::weights::{
     accuracy, class_collapse, embed_fourier_norms, freq_shares, gini, logit_map_fourier_norms, sin_cos_energy,
@@ -26,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::fourier::{fourier_basis, PerView, View};
 use crate::loss::loss_fn;
 use crate::model::HookedTransformer;
-use crate::phases::{Curve, PhaseCurves};
+use crate::phases::{detect_phases, Curve, PhaseCurves, PhaseRule, Phases};
 use crate::run::Run;
 use crate::task::{Split, Task};
 
@@ -281,6 +282,27 @@ impl OverTraining {
             restricted_loss: Some(Curve::new(&self.epochs, &self.restricted_loss(dirs, Subset::Test)?)?),
             weight_norm: Some(Curve::new(&self.epochs, &self.weight_norm)?),
         })
+    }
+
+    /// The key sets [`LogitRule`] finds in the last checkpoint's logits, per view.
+    pub fn detect_keys(&self) -> Result<PerView<KeyFreqs>> {
+        let last = self
+            .epochs
+            .len()
+            .checked_sub(1)
+            .ok_or_else(|| Error::format("no checkpoints to find key frequencies in"))?;
+        Ok(LogitRule::default().detect_views(&self.task, &PerView::new(|view| self.view(view).at(last))))
+    }
+
+    /// The phases [`detect_phases`] finds in [`OverTraining::phase_curves`].
+    pub fn detect_phases(
+        &self,
+        train_losses: &[f64],
+        test_losses: &[f64],
+        by_cell: &CellCurves,
+        dirs: &Directions,
+    ) -> Result<Phases> {
+        Ok(detect_phases(&self.phase_curves(train_losses, test_losses, by_cell, dirs)?, &PhaseRule::default()))
     }
 
     /// Residual, excluded loss and restricted loss (test set) for one key set.
