@@ -5,9 +5,9 @@
 //!     cargo bench --bench train_vs_seed -- [--device cpu|cuda] [--epochs 40] [--rounds 3] [--stacks 1,4,16]
 //!
 //! Prints seconds per epoch of each (seed config, test loss every epoch, start-up
-//! excluded), their ratio, and the physical floor: the FLOPs of groklens's
-//! formulation per epoch over the rate this machine's libtorch reaches on the
-//! largest of its matmuls. Then the throughput of N seed-config runs (seeds 1..N)
+//! excluded), their ratio, and the floor: the time libtorch takes for the matrix
+//! products of groklens's formulation alone, the same shapes and transposes as an
+//! epoch's, timed in every round between the two loops. Then the throughput of N seed-config runs (seeds 1..N)
 //! trained together, in model-epochs per second, against the seed loop's: as
 //! `Trainer::stacked` trains them on the device, and as one stack of N. Last,
 //! early against late epochs: the same epochs from the initial weights and from the
@@ -122,18 +122,64 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-/// GFLOP/s of a `[m, k] × [k, n]` float32 matmul on `device`.
-fn matmul_rate(m: i64, k: i64, n: i64, device: Device) -> f64 {
-    let (a, b) = (Tensor::randn([m, k], (Kind::Float, device)), Tensor::randn([k, n], (Kind::Float, device)));
-    let _ = a.matmul(&b);
-    synchronize(device);
-    let reps = 20;
-    let start = Instant::now();
-    for _ in 0..reps {
-        let _ = a.matmul(&b);
+/// The matrix products of one epoch of groklens's formulation, seed config, one run,
+/// each a product over all the rows it covers, with its operands transposed as the
+/// epoch's are; and their FLOPs. Every row: post·(W_out·W_U), and on a GPU (narrow
+/// tables) resid_mid·W_in and resid_mid·W_U too; every training row, backward: the
+/// gradients of W_out·W_U, post, W_in, resid_mid (through W_U and W_in), W_U, W_O and z.
+/// The small products of the tables (rows = tokens, not inputs) are left out.
+struct Products {
+    run: Box<dyn Fn()>,
+    flops: f64,
+}
+
+fn products(cfg: &RunConfig, split: &Split, device: Device) -> Products {
+    let m = &cfg.model;
+    let (all, train) = ((split.train.len() + split.test.len()) as i64, split.train.len() as i64);
+    let (d, d_mlp, d_out, he) = (m.d_model, m.d_mlp, m.d_vocab_out, m.n_heads * m.d_head);
+    let t = |shape: &[i64]| Tensor::randn(shape, (Kind::Float, device));
+    let tr = |x: &Tensor| x.transpose(1, 2);
+    let narrow = device != Device::Cpu;
+    let (post_all, resid_all, w_logit, w_in, w_u) =
+        (t(&[1, all, d_mlp]), t(&[1, all, d]), t(&[1, d_mlp, d_out]), t(&[1, d, d_mlp]), t(&[1, d, d_out]));
+    let (post, resid, g, d_pre, z, w_o) = (
+        t(&[1, train, d_mlp]),
+        t(&[1, train, d]),
+        t(&[1, train, d_out]),
+        t(&[1, train, d_mlp]),
+        t(&[1, train, he]),
+        t(&[1, he, d]),
+    );
+    let run = move || {
+        let _ = post_all.bmm(&w_logit);
+        if narrow {
+            let _ = (resid_all.bmm(&w_in), resid_all.bmm(&w_u));
+        }
+        let _ = tr(&post).bmm(&g); // W_out·W_U
+        let _ = g.bmm(&tr(&w_logit)); // post
+        let _ = tr(&resid).bmm(&d_pre); // W_in
+        let d_resid = g.bmm(&tr(&w_u)).baddbmm(&d_pre, &tr(&w_in), 1, 1); // resid_mid
+        let _ = tr(&resid).bmm(&g); // W_U
+        let _ = d_resid.bmm(&tr(&w_o)); // z
+        let _ = tr(&z).bmm(&d_resid); // W_O
+    };
+    let per_row = d_mlp * d_out + if narrow { d * (d_mlp + d_out) } else { 0 };
+    let per_train_row = 2 * d_mlp * d_out + d * d_mlp + (d_mlp + d_out) * d + d * d_out + 2 * he * d;
+    Products { run: Box::new(run), flops: 2.0 * (per_row * all + per_train_row * train) as f64 }
+}
+
+/// Seconds per epoch of `products` alone, after a warm-up.
+fn products_seconds(products: &Products, device: Device, epochs: i64) -> f64 {
+    for _ in 0..5 {
+        (products.run)();
     }
     synchronize(device);
-    2.0 * (m * k * n) as f64 * reps as f64 / start.elapsed().as_secs_f64() / 1e9
+    let start = Instant::now();
+    for _ in 0..epochs {
+        (products.run)();
+    }
+    synchronize(device);
+    start.elapsed().as_secs_f64() / epochs as f64
 }
 
 fn main() {
@@ -145,41 +191,32 @@ fn main() {
     let cfg = RunConfig::seed();
     let split = Split::seeded(cfg.task.n_pairs(), cfg.train.frac_train, cfg.train.data_seed).expect("seed split");
 
-    let (mut ours, mut seeds) = (vec![], vec![]);
+    let products = products(&cfg, &split, device);
+    let (mut ours, mut seeds, mut floors) = (vec![], vec![], vec![]);
     for round in 1..=rounds {
         let seed = seed_seconds_per_epoch(&device_name, epochs);
         let mine = groklens_seconds_per_epoch(&cfg, &split, device, epochs, 1, None);
-        println!("round {round}: seed loop {seed:.4} s/epoch, groklens {mine:.4} s/epoch, ratio {:.1}×", seed / mine);
+        let floor = products_seconds(&products, device, epochs);
+        println!(
+            "round {round}: seed loop {seed:.4} s/epoch, groklens {mine:.4} s/epoch, ratio {:.1}×; floor {floor:.4} s/epoch, groklens at {:.2}× the floor",
+            seed / mine,
+            mine / floor
+        );
         seeds.push(seed);
         ours.push(mine);
+        floors.push(floor);
     }
-    let (seed, mine) = (median(&mut seeds), median(&mut ours));
+    let (seed, mine, floor) = (median(&mut seeds), median(&mut ours), median(&mut floors));
     println!(
         "median over {rounds} rounds of {epochs} epochs on {device_name}: seed loop {seed:.4} s/epoch, groklens {mine:.4} s/epoch, ratio {:.1}× (25,000 epochs: {:.0} s vs {:.0} s)",
         seed / mine,
         seed * 25_000.0,
         mine * 25_000.0
     );
-
-    // The floor: the matrix products of groklens's formulation per epoch at the rate
-    // this device reaches on the largest of them. Every row: post·(W_out·W_U), and on a
-    // GPU (narrow tables) resid_mid·W_in and resid_mid·W_U too; every training row,
-    // backward: the gradients of W_out·W_U, post, W_in, resid_mid, W_U and W_O, and z.
-    let (n_train, n_test) = (split.train.len() as f64, split.test.len() as f64);
-    let m = &cfg.model;
-    let (d, d_mlp, d_out, he) = (m.d_model as f64, m.d_mlp as f64, m.d_vocab_out as f64, (m.n_heads * m.d_head) as f64);
-    let per_row = d_mlp * d_out + if device == Device::Cpu { 0.0 } else { d * (d_mlp + d_out) };
-    let per_train_row = 2.0 * d_mlp * d_out + d * d_mlp + (d_mlp + d_out) * d + d * d_out + 2.0 * he * d;
-    let flops = 2.0 * (per_row * (n_train + n_test) + per_train_row * n_train);
-    let rate = matmul_rate(split.train.len() as i64, m.d_mlp, m.d_vocab_out, device);
-    let floor = flops / 1e9 / rate;
     println!(
-        "floor: {:.2} GFLOP/epoch of matrix products at {rate:.0} GFLOP/s ([{}, {}]×[{}, {}]) = {floor:.5} s/epoch, {:.0} model-epochs/s; groklens is at {:.1}× the floor",
-        flops / 1e9,
-        split.train.len(),
-        m.d_mlp,
-        m.d_mlp,
-        m.d_vocab_out,
+        "floor: the epoch's matrix products alone, {:.2} GFLOP, {floor:.4} s/epoch ({:.0} GFLOP/s), {:.0} model-epochs/s; groklens is at {:.2}× the floor",
+        products.flops / 1e9,
+        products.flops / 1e9 / floor,
         1.0 / floor,
         mine / floor
     );

@@ -28,7 +28,13 @@ pub(crate) fn zeros(size: &[i64]) -> Tensor {
     Tensor::zeros(size, (Kind::Float, Device::Cpu))
 }
 
-/// The elements of a tensor from [`zeros`], to be written.
+/// A new float32 CPU tensor whose elements are whatever its memory held, for a loop
+/// that writes every one of them through [`elements_mut`].
+pub(crate) fn empty(size: &[i64]) -> Tensor {
+    Tensor::empty(size, (Kind::Float, Device::Cpu))
+}
+
+/// The elements of a tensor from [`zeros`] or [`empty`], to be written.
 ///
 /// # Safety
 /// Nothing else may read or write `t` while the slice lives.

@@ -33,8 +33,8 @@ fn training_bytes_of_one(config: &RunConfig) -> u64 {
     // The score table per (position, key token, query token, head), a copy, and its gradient.
     let scores = pos * vocab * vocab * m.n_heads as f64 * 4.0 * 3.0;
     // The summed rows per (position, token, head), as wide as the MLP input, the logits
-    // and the residual stream, twice (with and without resid_mid).
-    let rows = (pos * vocab * m.n_heads as f64 + vocab) * (mlp + out + d) * 4.0 * 2.0;
+    // (padded to 16 floats) and the residual stream, twice (with and without resid_mid).
+    let rows = (pos * vocab * m.n_heads as f64 + vocab) * (mlp + out + 16.0 + d) * 4.0 * 2.0;
     (n_train * per_train_input + pairs * per_input + scores + rows) as u64
 }
 

@@ -25,9 +25,13 @@
 //!  row = ((model·n_pos + position)·d_vocab + token)·n_heads + head     VO rows, n·n_pos·d_vocab·n_heads of them
 //!  row = n·n_pos·d_vocab·n_heads + model·d_vocab + last token          base rows, n·d_vocab of them
 //!
-//!  Wide:   | VO·W_in  (d_mlp) | VO·W_U  (d_vocab_out) | VO (d_model) |   base: the last token's own
-//!  Narrow: | VO (d_model) |                                                    x + b_O, with its products
+//!  Wide:   | VO·W_in  (d_mlp) | VO·W_U  (d_vocab_out) | 0… | VO (d_model) |   base: the last token's own
+//!  Narrow: | VO (d_model) |                                                         x + b_O, with its products
 //! ```
+//!
+//! Wide rows are zero from the logits' columns to a multiple of 16 floats (the
+//! `0…`), so that the sums read whole, aligned AVX-512 vectors with resid_mid and
+//! without it (measured in BENCHMARKS.md).
 //!
 //! Each input sums its n_heads·n_pos VO rows weighted by its pattern, plus its base
 //! row once: an input reads n_heads·n_pos + 1 rows.
@@ -236,6 +240,39 @@ pub(crate) fn wide_tables(device: Device) -> bool {
     device == Device::Cpu
 }
 
+/// Zero columns after the logits' in wide rows, so that the summed width without
+/// resid_mid, and with it, is a whole number of 16-float (64-byte) vectors.
+fn wide_padding(cfg: &ModelConfig) -> i64 {
+    (16 - (cfg.d_mlp + cfg.d_vocab_out) % 16) % 16
+}
+
+/// The wide rows (the module's diagram): per (position, token, head) the value v
+/// `[model, pos·vocab, head, d_head]` through W_O, W_O·W_in and W_O·W_U (products
+/// d_head long, not d_model), then each last token's base row.
+fn wide_rows(cfg: &ModelConfig, v: &Tensor, vo: &Tensor, base: &Tensor, w: [&Tensor; 3], b: [&Tensor; 2]) -> Tensor {
+    let ([w_o, w_in, w_u], [b_in, logit_bias]) = (w, b);
+    let (n, t, h, e) = (v.size()[0], v.size()[1], v.size()[2], v.size()[3]);
+    let (d_model, n_vocab) = (cfg.d_model, cfg.d_vocab);
+    let w_in_u = Tensor::cat(&[w_in, w_u], 2); // [model, d_model, d_mlp + d_vocab_out]
+    let products = w_in_u.size()[2];
+    let width = products + wide_padding(cfg) + d_model;
+    let rows = Tensor::empty([n * t * h + n * n_vocab, width], (Kind::Float, v.device()));
+    let _ = rows.narrow(1, products, width - products - d_model).zero_();
+    let (vo_rows, base_rows) = (
+        rows.narrow(0, 0, n * t * h).view([n, t, h, width]),
+        rows.narrow(0, n * t * h, n * n_vocab).view([n, n_vocab, width]),
+    );
+    let v_heads = v.permute([0, 2, 1, 3]).reshape([n * h, t, e]);
+    let w_o_in_u = w_o.reshape([n, h * e, d_model]).bmm(&w_in_u).view([n * h, e, products]);
+    let _ =
+        vo_rows.narrow(3, 0, products).copy_(&v_heads.bmm(&w_o_in_u).view([n, h, t, products]).permute([0, 2, 1, 3]));
+    let _ = vo_rows.narrow(3, width - d_model, d_model).copy_(&vo.view([n, t, h, d_model]));
+    let bias = Tensor::cat(&[b_in.unsqueeze(1), logit_bias.shallow_clone()], 2);
+    let _ = base_rows.narrow(2, 0, products).copy_(&base.bmm(&w_in_u).g_add_(&bias));
+    let _ = base_rows.narrow(2, width - d_model, d_model).copy_(base);
+    rows
+}
+
 /// `[model, h, d, e]` → `[model, d, h·e]`: the per-head projection as one matrix.
 pub(crate) fn heads_as_columns(w: &Tensor) -> Tensor {
     let (n, h, d, e) = (w.size()[0], w.size()[1], w.size()[2], w.size()[3]);
@@ -271,21 +308,10 @@ impl Stack {
         let vo = Tensor::einsum("nthe,nhed->nthd", &[&v, W_O], None::<i64>).reshape([n, -1, d_model]);
         let resid_base = &x_last + b_O.unsqueeze(1);
         let logit_bias = b_out.unsqueeze(1).bmm(W_U) + b_U.unsqueeze(1);
-        let stacked = |vo_part: Tensor, base: Tensor| {
-            let width = vo_part.size()[2];
-            Tensor::cat(&[vo_part.view([-1, width]), base.view([-1, width])], 0)
-        };
         let rows = if wide {
-            let rows = stacked(
-                Tensor::cat(&[vo.bmm(W_in), vo.bmm(W_U), vo], 2),
-                Tensor::cat(
-                    &[resid_base.bmm(W_in) + b_in.unsqueeze(1), resid_base.bmm(W_U) + &logit_bias, resid_base],
-                    2,
-                ),
-            );
-            Rows::Wide { rows }
+            Rows::Wide { rows: wide_rows(cfg, &v, &vo, &resid_base, [W_O, W_in, W_U], [b_in, &logit_bias]) }
         } else {
-            Rows::Narrow { rows: stacked(vo, resid_base) }
+            Rows::Narrow { rows: Tensor::cat(&[vo.view([-1, d_model]), resid_base.view([-1, d_model])], 0) }
         };
         Tables { scores: scores.contiguous(), rows, logit_bias, w_logit: W_out.bmm(W_U), x, q, kv }
     }
@@ -300,7 +326,8 @@ impl Stack {
         };
         let wide = matches!(tables.rows, Rows::Wide { .. });
         // Wide rows carry resid_mid in their last d_model columns: read them only when asked.
-        let width = if wide && !with_resid_mid { d_mlp + d_out } else { rows.size()[1] };
+        let resid_start = d_mlp + d_out + wide_padding(&self.cfg);
+        let width = if wide && !with_resid_mid { resid_start } else { rows.size()[1] };
         // The last query sees every position: softmax over all of them, per head; then
         // each input's pattern-weighted rows and its base row once. On the CPU (wide
         // rows) as one loop per input, ReLU included, unless autograd is to follow.
@@ -333,7 +360,7 @@ impl Stack {
         };
         let (b_in, W_in, W_U) = (self.get("blocks.0.mlp.b_in"), self.get("blocks.0.mlp.W_in"), self.get("unembed.W_U"));
         let (mut pre, resid_mid) = if wide {
-            (mixed.narrow(2, 0, d_mlp), with_resid_mid.then(|| mixed.narrow(2, d_mlp + d_out, d_model)))
+            (mixed.narrow(2, 0, d_mlp), with_resid_mid.then(|| mixed.narrow(2, resid_start, d_model)))
         } else {
             (b_in.unsqueeze(1).baddbmm(&mixed, W_in, 1, 1), with_resid_mid.then(|| mixed.shallow_clone()))
         };

@@ -14,7 +14,7 @@
 
 use tch::Tensor;
 
-use crate::cpu_loops::{self, elements, elements_mut, zeros, Vectorised};
+use crate::cpu_loops::{self, elements, elements_mut, empty, Vectorised};
 
 /// What [`row_sums`] reads: the flat score table and the summed rows, as
 /// `crate::one_layer::Lookup` indexes them.
@@ -48,8 +48,9 @@ pub(crate) fn row_sums(reads: &Reads) -> (Tensor, Tensor) {
     let (rows, bag_rows) = (elements::<f32>(&rows), elements::<i64>(&bag_rows));
     let (width, relu_columns, n_pos) = (reads.width as usize, reads.relu_columns as usize, n_pos as usize);
     let inputs = (n * batch) as usize;
-    let pattern = zeros(&[n, batch, heads, n_pos as i64]);
-    let sums = zeros(&[n, batch, width as i64]);
+    // Every element of both is written below.
+    let pattern = empty(&[n, batch, heads, n_pos as i64]);
+    let sums = empty(&[n, batch, width as i64]);
     let step = inputs.div_ceil(cpu_loops::parts()).max(1);
     // SAFETY: both are new, and each part writes only its own slices of them.
     let (pattern_all, sums_all) = unsafe { (elements_mut(&pattern), elements_mut(&sums)) };
@@ -136,8 +137,9 @@ impl Table<'_> {
                 sum[start..start + BLOCK].copy_from_slice(&block);
                 start += BLOCK;
             }
-            // The sums start at zero.
+            // The sums start at zero, as a block's do.
             let tail = &mut sum[start..];
+            tail.fill(0.0);
             let len = tail.len();
             for (&r, weight) in bag.iter().zip(weights()) {
                 for (s, r) in tail.iter_mut().zip(row(r, start, len)) {
