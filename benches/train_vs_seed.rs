@@ -7,12 +7,13 @@
 //! Prints seconds per epoch of each (seed config, test loss every epoch, start-up
 //! excluded), their ratio, and the floor: the time libtorch takes for the matrix
 //! products of groklens's formulation alone, the same shapes and transposes as an
-//! epoch's, timed in every round between the two loops. Then the throughput of N seed-config runs (seeds 1..N)
-//! trained together, in model-epochs per second, against the seed loop's: as
-//! `Trainer::stacked` trains them on the device, and as one stack of N. Last,
-//! early against late epochs: the same epochs from the initial weights and from the
-//! final weights of a full run (tests/data/runs: the seed task and a + b), so that a
-//! slowdown as the model trains (denormal floats, say) would show.
+//! epoch's, timed in turns with groklens's epochs; ratios are medians of each round's.
+//! Then the throughput of N seed-config runs (seeds 1..N) trained together, in
+//! model-epochs per second, against the seed loop's: as `Trainer::stacked` trains them
+//! on the device, and as one stack of N. Last, early against late epochs: the same
+//! epochs, in turns, from the initial weights and from the final weights of a full run
+//! (tests/data/runs: the seed task and a + b), so that a slowdown as the model trains
+//! (denormal floats, say) would show.
 
 use std::path::Path;
 use std::process::Command;
@@ -100,7 +101,7 @@ fn seconds_per_epoch(
 }
 
 /// One run's epochs from its initial weights and from `trained` (AdamW's moments
-/// start at zero in both), alternating over `rounds`: medians, in s/epoch.
+/// start at zero in both), in turns, over `rounds`: medians, in s/epoch.
 fn early_and_late(fixture: &str, device: Device, epochs: i64, rounds: usize) -> (f64, f64) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/runs");
     let text = std::fs::read_to_string(dir.join(format!("{fixture}_config.json"))).expect("fixture config");
@@ -109,10 +110,17 @@ fn early_and_late(fixture: &str, device: Device, epochs: i64, rounds: usize) -> 
     let (mut early, mut late) = (vec![], vec![]);
     for _ in 0..rounds {
         let init = HookedTransformer::new(&cfg.model, device).expect("its model");
-        early.push(seconds_per_epoch(std::slice::from_ref(&cfg), &[init], &split, device, epochs, None));
         let trained =
             load_state_dict(&dir.join(format!("{fixture}_final.safetensors")), &cfg, device).expect("weights");
-        late.push(seconds_per_epoch(std::slice::from_ref(&cfg), &[trained], &split, device, epochs, None));
+        let mut from_init = Trainer::new(&cfg, &init, &split).expect("one run");
+        let mut from_trained = Trainer::new(&cfg, &trained, &split).expect("one run");
+        let (e, l) = in_turns(
+            &mut || drop(from_init.step().expect("an epoch")),
+            &mut || drop(from_trained.step().expect("an epoch")),
+            device,
+            epochs,
+        );
+        (early.push(e), late.push(l));
     }
     (median(&mut early), median(&mut late))
 }
@@ -168,18 +176,38 @@ fn products(cfg: &RunConfig, split: &Split, device: Device) -> Products {
     Products { run: Box::new(run), flops: 2.0 * (per_row * all + per_train_row * train) as f64 }
 }
 
-/// Seconds per epoch of `products` alone, after a warm-up.
-fn products_seconds(products: &Products, device: Device, epochs: i64) -> f64 {
+/// Seconds per epoch of one seed-config run (seed 1) and of `products` alone, in turns.
+fn against_floor(cfg: &RunConfig, split: &Split, device: Device, epochs: i64, products: &Products) -> (f64, f64) {
+    let model = HookedTransformer::new(&cfg.model, device).expect("seed config");
+    let mut trainer = Trainer::new(cfg, &model, split).expect("one run");
+    in_turns(&mut || drop(trainer.step().expect("an epoch")), &mut || (products.run)(), device, epochs)
+}
+
+/// Seconds per call of `a` and of `b`, each called `epochs` times (rounded up to whole
+/// turns) in turns of five after five warm-up calls, so that both see the machine as
+/// it is: this machine's speed drifts more from minute to minute than some of the
+/// differences measured.
+fn in_turns(a: &mut dyn FnMut(), b: &mut dyn FnMut(), device: Device, epochs: i64) -> (f64, f64) {
     for _ in 0..5 {
-        (products.run)();
+        (a(), b());
     }
-    synchronize(device);
-    let start = Instant::now();
-    for _ in 0..epochs {
-        (products.run)();
+    let (turn, turns) = (5, (epochs + 4) / 5);
+    let (mut time_a, mut time_b) = (0.0, 0.0);
+    let timed = |f: &mut dyn FnMut()| {
+        synchronize(device);
+        let start = Instant::now();
+        for _ in 0..turn {
+            f();
+        }
+        synchronize(device);
+        start.elapsed().as_secs_f64()
+    };
+    for _ in 0..turns {
+        time_a += timed(a);
+        time_b += timed(b);
     }
-    synchronize(device);
-    start.elapsed().as_secs_f64() / epochs as f64
+    let calls = (turns * turn) as f64;
+    (time_a / calls, time_b / calls)
 }
 
 fn main() {
@@ -192,33 +220,31 @@ fn main() {
     let split = Split::seeded(cfg.task.n_pairs(), cfg.train.frac_train, cfg.train.data_seed).expect("seed split");
 
     let products = products(&cfg, &split, device);
-    let (mut ours, mut seeds, mut floors) = (vec![], vec![], vec![]);
+    let (mut ours, mut seeds, mut floors, mut to_seed, mut to_floor) = (vec![], vec![], vec![], vec![], vec![]);
     for round in 1..=rounds {
         let seed = seed_seconds_per_epoch(&device_name, epochs);
-        let mine = groklens_seconds_per_epoch(&cfg, &split, device, epochs, 1, None);
-        let floor = products_seconds(&products, device, epochs);
+        let (mine, floor) = against_floor(&cfg, &split, device, epochs, &products);
         println!(
             "round {round}: seed loop {seed:.4} s/epoch, groklens {mine:.4} s/epoch, ratio {:.1}×; floor {floor:.4} s/epoch, groklens at {:.2}× the floor",
             seed / mine,
             mine / floor
         );
-        seeds.push(seed);
-        ours.push(mine);
-        floors.push(floor);
+        (seeds.push(seed), ours.push(mine), floors.push(floor));
+        (to_seed.push(seed / mine), to_floor.push(mine / floor));
     }
     let (seed, mine, floor) = (median(&mut seeds), median(&mut ours), median(&mut floors));
     println!(
-        "median over {rounds} rounds of {epochs} epochs on {device_name}: seed loop {seed:.4} s/epoch, groklens {mine:.4} s/epoch, ratio {:.1}× (25,000 epochs: {:.0} s vs {:.0} s)",
-        seed / mine,
+        "medians over {rounds} rounds of {epochs} epochs on {device_name}: seed loop {seed:.4} s/epoch, groklens {mine:.4} s/epoch (25,000 epochs: {:.0} s vs {:.0} s), ratio {:.1}×",
         seed * 25_000.0,
-        mine * 25_000.0
+        mine * 25_000.0,
+        median(&mut to_seed)
     );
     println!(
         "floor: the epoch's matrix products alone, {:.2} GFLOP, {floor:.4} s/epoch ({:.0} GFLOP/s), {:.0} model-epochs/s; groklens is at {:.2}× the floor",
         products.flops / 1e9,
         products.flops / 1e9 / floor,
         1.0 / floor,
-        mine / floor
+        median(&mut to_floor)
     );
 
     for &n in &stacks {

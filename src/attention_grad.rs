@@ -46,7 +46,8 @@ pub(crate) fn gradients(kv: &Tensor, read: &Read, d_z: &Tensor, n_vocab: i64) ->
     let count = (n * batch) as usize;
     let step = count.div_ceil(cpu_loops::parts()).max(1);
     // SAFETY: the three are new, and each part writes only its own slice of z.
-    let (z_all, d_v_all, d_scores_all) = unsafe { (elements_mut(&z), elements_mut(&d_v), elements_mut(&d_scores)) };
+    let (z_all, d_v_all, d_scores_all) =
+        unsafe { (elements_mut::<f32>(&z), elements_mut::<f32>(&d_v), elements_mut::<f32>(&d_scores)) };
     let mut tables: Vec<(Vec<f32>, Vec<f32>)> =
         (0..count.div_ceil(step)).map(|_| (vec![0f32; d_v_all.len()], vec![0f32; d_scores_all.len()])).collect();
     let parts: Vec<_> = (z_all.chunks_mut(step * he).zip(tables.iter_mut()).enumerate())

@@ -34,12 +34,14 @@ pub(crate) fn empty(size: &[i64]) -> Tensor {
     Tensor::empty(size, (Kind::Float, Device::Cpu))
 }
 
-/// The elements of a tensor from [`zeros`] or [`empty`], to be written.
+/// The elements of a new contiguous CPU tensor of T (from [`zeros`] or [`empty`], say),
+/// to be written.
 ///
 /// # Safety
 /// Nothing else may read or write `t` while the slice lives.
-pub(crate) unsafe fn elements_mut(t: &Tensor) -> &mut [f32] {
-    std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, t.numel())
+pub(crate) unsafe fn elements_mut<T: tch::kind::Element>(t: &Tensor) -> &mut [T] {
+    assert!(t.device() == Device::Cpu && t.kind() == T::KIND && t.is_contiguous(), "a contiguous CPU tensor");
+    std::slice::from_raw_parts_mut(t.data_ptr() as *mut T, t.numel())
 }
 
 /// libgomp's entry points: `GOMP_parallel(body, data, threads, flags)`, and a thread's

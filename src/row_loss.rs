@@ -16,7 +16,7 @@
 
 use tch::{Device, Kind, Tensor};
 
-use crate::cpu_loops::{self, elements, Vectorised};
+use crate::cpu_loops::{self, elements, elements_mut, Vectorised};
 use crate::loss::logit_gradient;
 
 /// Per row: −log softmax at the label, and whether the argmax is the label.
@@ -59,13 +59,17 @@ fn by_loops(logits: &Tensor, labels: &Tensor, weights: Option<&Tensor>) -> RowLo
     let first = weights.as_ref().map_or(0, |w| w.size()[1]) as usize;
     let (x, labels) = (elements::<f32>(&logits), elements::<i64>(&labels));
     let weights_of = weights.as_ref().map_or(&[][..], elements::<f64>);
-    let (mut nll, mut correct) = (vec![0f64; (n * rows) as usize], vec![0f64; (n * rows) as usize]);
-    let mut grad = vec![0f32; n as usize * first * vocab as usize];
+    let double = |size: &[i64]| Tensor::empty(size, (Kind::Double, Device::Cpu));
+    let (nll_out, correct_out) = (double(&[n, rows]), double(&[n, rows]));
+    let grad_out = cpu_loops::empty(&[n, first as i64, vocab]);
+    // SAFETY: the three are new, and the loop writes every element of each.
+    let (nll, correct, grad) =
+        unsafe { (elements_mut::<f64>(&nll_out), elements_mut::<f64>(&correct_out), elements_mut::<f32>(&grad_out)) };
     let (rows, vocab) = (rows as usize, vocab as usize);
     let step = rows.div_ceil(cpu_loops::parts()).max(1);
     // Each model's rows in parts of `step`; each part gets its own slices of the results.
     let mut parts = vec![];
-    let (mut nll_rest, mut correct_rest, mut grad_rest) = (&mut nll[..], &mut correct[..], &mut grad[..]);
+    let (mut nll_rest, mut correct_rest, mut grad_rest) = (nll, correct, grad);
     for model in 0..n as usize {
         for start in (0..rows).step_by(step) {
             let (len, with_grad) = (step.min(rows - start), (start + step).min(first).saturating_sub(start));
@@ -88,11 +92,7 @@ fn by_loops(logits: &Tensor, labels: &Tensor, weights: Option<&Tensor>) -> RowLo
         }
     }
     cpu_loops::for_each_owned(parts, |part| cpu_loops::widest(part));
-    RowLosses {
-        nll: Tensor::from_slice(&nll).view([n, rows as i64]),
-        correct: Tensor::from_slice(&correct).view([n, rows as i64]),
-        d_logits: weights.map(|_| Tensor::from_slice(&grad).view([n, first as i64, vocab as i64])),
-    }
+    RowLosses { nll: nll_out, correct: correct_out, d_logits: weights.map(|_| grad_out) }
 }
 
 /// The mean over the rows i of `x` `[rows, vocab]` of ln Σ_j exp(x_ij − shift[class_i, j])

@@ -53,7 +53,7 @@ pub(crate) fn row_sums(reads: &Reads) -> (Tensor, Tensor) {
     let sums = empty(&[n, batch, width as i64]);
     let step = inputs.div_ceil(cpu_loops::parts()).max(1);
     // SAFETY: both are new, and each part writes only its own slices of them.
-    let (pattern_all, sums_all) = unsafe { (elements_mut(&pattern), elements_mut(&sums)) };
+    let (pattern_all, sums_all) = unsafe { (elements_mut::<f32>(&pattern), elements_mut::<f32>(&sums)) };
     let parts: Vec<_> = (pattern_all.chunks_mut(step * weighted).zip(sums_all.chunks_mut(step * width)).enumerate())
         .map(|(i, (p, s))| (i * step, p, s))
         .collect();
