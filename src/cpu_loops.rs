@@ -19,6 +19,9 @@ use tch::{Device, Kind, Tensor};
 /// A contiguous CPU tensor's elements.
 pub(crate) fn elements<T: tch::kind::Element>(t: &Tensor) -> &[T] {
     assert!(t.device() == Device::Cpu && t.kind() == T::KIND && t.is_contiguous(), "a contiguous CPU tensor");
+    if t.numel() == 0 {
+        return &[]; // libtorch gives an empty tensor a null data pointer, which no slice may have
+    }
     // SAFETY: the tensor is contiguous, of T, on the CPU, and borrowed for the slice's life.
     unsafe { std::slice::from_raw_parts(t.data_ptr() as *const T, t.numel()) }
 }
@@ -41,6 +44,9 @@ pub(crate) fn empty(size: &[i64]) -> Tensor {
 /// Nothing else may read or write `t` while the slice lives.
 pub(crate) unsafe fn elements_mut<T: tch::kind::Element>(t: &Tensor) -> &mut [T] {
     assert!(t.device() == Device::Cpu && t.kind() == T::KIND && t.is_contiguous(), "a contiguous CPU tensor");
+    if t.numel() == 0 {
+        return &mut []; // as in `elements`: no null pointer in a slice
+    }
     std::slice::from_raw_parts_mut(t.data_ptr() as *mut T, t.numel())
 }
 
@@ -190,6 +196,15 @@ mod tests {
         if cfg!(target_os = "linux") {
             assert!(gomp().is_some(), "no GOMP_parallel in the process: the loops run on one thread");
         }
+    }
+
+    #[test]
+    fn empty_tensors_give_empty_slices() {
+        let t = zeros(&[2, 0, 5]);
+        assert!(elements::<f32>(&t).is_empty());
+        // SAFETY: `t` is new and nothing else touches it.
+        let written = unsafe { elements_mut::<f32>(&t) };
+        assert!(written.is_empty() && !written.as_ptr().is_null());
     }
 
     #[test]
