@@ -180,11 +180,26 @@ impl Vectorised for Part<'_> {
             if let Some(&w) = self.weights.get(row) {
                 let grad = &mut self.grad[row * vocab..][..vocab];
                 for (g, e) in grad.iter_mut().zip(&shifted) {
-                    *g = (e / sum * w) as f32;
+                    *g = normal_or_zero((e / sum * w) as f32);
                 }
-                grad[label] = (shifted[label] / sum * w - w) as f32;
+                grad[label] = normal_or_zero((shifted[label] / sum * w - w) as f32);
             }
         }
+    }
+}
+
+/// `g`, or zero where it is subnormal (below 2⁻¹²⁶ ≈ 1.2e-38 in size). A trained
+/// model's float32 logit gradient has many such entries (a wrong class's probability
+/// far below 1e-38, cast), and on CPUs that take a microcode assist on a subnormal
+/// operand every product reading them runs tens of times slower (BENCHMARKS.md, "Late
+/// epochs against early ones"). Their share of any weight's gradient is below 1e-38
+/// and lost to rounding in every sum they enter.
+#[inline(always)]
+fn normal_or_zero(g: f32) -> f32 {
+    if g.abs() < f32::MIN_POSITIVE {
+        0.0
+    } else {
+        g
     }
 }
 
@@ -309,6 +324,27 @@ mod tests {
         assert_eq!(ours.size(), [2, 20, 113]);
         let gap = (&ours - &theirs).abs().max().double_value(&[]);
         assert!(gap <= 1e-7 * theirs.abs().max().double_value(&[]), "gradient gap {gap:e}");
+    }
+
+    /// Where libtorch's float32 gradient is subnormal the loops' is zero, and
+    /// elsewhere the same to an ulp.
+    #[test]
+    fn the_gradient_has_no_subnormals() {
+        let (logits, labels) = crate::rng::seeded(4, || {
+            (
+                Tensor::randn([1, 60, 113], (Kind::Float, Device::Cpu)) * 40.0,
+                Tensor::randint(113, [1, 60], (Kind::Int64, Device::Cpu)),
+            )
+        });
+        let weights = Tensor::full([1, 60], 1.0 / 60.0, (Kind::Double, Device::Cpu));
+        let (ours, theirs) = (by_loops(&logits, &labels, Some(&weights)), by_tensors(&logits, &labels, Some(&weights)));
+        let (ours, theirs) = (ours.d_logits.unwrap(), theirs.d_logits.unwrap());
+        let subnormal = |t: &Tensor| t.abs().lt(f64::from(f32::MIN_POSITIVE)).logical_and(&t.ne(0.0));
+        assert!(subnormal(&theirs).sum(Kind::Int64).int64_value(&[]) > 100, "the test needs subnormals");
+        assert_eq!(subnormal(&ours).sum(Kind::Int64).int64_value(&[]), 0);
+        let flushed = theirs.where_self(&subnormal(&theirs).logical_not(), &theirs.zeros_like());
+        let gap = (&ours - &flushed).abs().max().double_value(&[]);
+        assert!(gap <= 1e-7 * flushed.abs().max().double_value(&[]), "gradient gap {gap:e}");
     }
 
     /// The excluded loss's log-normaliser: the loop against libtorch's logsumexp, over
