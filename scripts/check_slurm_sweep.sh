@@ -31,12 +31,14 @@ read -r train collect < <("$bin" sweep slurm "$dir" --shards 2 --stack 2 -- --ti
 first="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["runs"][0]["id"])' "$dir/sweep.json")"
 
 waited=0
-until ls "$dir/runs/$first/optimizer/" 2>/dev/null | grep -q safetensors; do
+# A whole optimizer state (not the .partial written before its rename) of the second
+# checkpoint: by then every run in shard 0's stack has its first checkpoint whole.
+until ls "$dir/runs/$first/optimizer/" 2>/dev/null | grep -x 'epoch_[0-9]*\.safetensors' | grep -qvx 'epoch_000099\.safetensors'; do
     sleep 0.5; waited=$((waited + 1))
     (( waited < 600 )) || { echo "check_slurm_sweep.sh: shard 0 never wrote a checkpoint" >&2; squeue >&2; exit 1; }
 done
 scontrol requeue "${train}_0"
-echo "check_slurm_sweep.sh: requeued shard 0 (job ${train}_0) after its first checkpoint"
+echo "check_slurm_sweep.sh: requeued shard 0 (job ${train}_0) after its second checkpoint"
 
 state() { scontrol show job "$1" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | head -1 | cut -d= -f2; }
 waited=0

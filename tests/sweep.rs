@@ -126,7 +126,9 @@ fn a_killed_shard_continues_from_its_last_checkpoint() {
         .spawn()
         .unwrap();
     let start = Instant::now();
-    while std::fs::read_dir(&optimizer).map_or(true, |mut d| d.next().is_none()) {
+    // A whole optimizer state, not the `.partial` file it is written to before its rename.
+    let whole = |d: std::fs::ReadDir| d.flatten().any(|e| !e.file_name().to_string_lossy().ends_with(".partial"));
+    while !std::fs::read_dir(&optimizer).map_or(false, whole) {
         assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint in two minutes");
         std::thread::sleep(Duration::from_millis(20));
     }
