@@ -190,10 +190,10 @@ impl Vectorised for Part<'_> {
 
 /// `g`, or zero where it is subnormal (below 2⁻¹²⁶ ≈ 1.2e-38 in size). A trained
 /// model's float32 logit gradient has many such entries (a wrong class's probability
-/// far below 1e-38, cast), and on CPUs that take a microcode assist on a subnormal
-/// operand every product reading them runs tens of times slower (BENCHMARKS.md, "Late
-/// epochs against early ones"). Their share of any weight's gradient is below 1e-38
-/// and lost to rounding in every sum they enter.
+/// times its row's weight, far below 1e-38), and on CPUs that take a microcode assist
+/// on a subnormal operand every product reading them runs tens of times slower
+/// (BENCHMARKS.md, "An Intel CPU, and the logit gradient's subnormals"). Their share of
+/// any weight's gradient is below 1e-38 and lost to rounding in every sum they enter.
 #[inline(always)]
 fn normal_or_zero(g: f32) -> f32 {
     if g.abs() < f32::MIN_POSITIVE {

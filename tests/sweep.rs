@@ -119,29 +119,30 @@ fn a_killed_shard_continues_from_its_last_checkpoint() {
         .as_str()
         .unwrap()
         .to_string();
-    let optimizer = Path::new(&sweep).join("runs").join(&id).join("optimizer");
+    let run = Path::new(&sweep).join("runs").join(&id);
     let mut child = Command::new(env!("CARGO_BIN_EXE_groklens"))
         .args(["sweep", "run", &sweep])
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let start = Instant::now();
-    // A whole optimizer state, not the `.partial` file it is written to before its rename.
-    let whole = |d: std::fs::ReadDir| d.flatten().any(|e| !e.file_name().to_string_lossy().ends_with(".partial"));
-    while !std::fs::read_dir(&optimizer).map_or(false, whole) {
+    // A checkpoint the run can continue from, as the run itself decides it (a whole
+    // optimizer state, not the `.partial` file written before its rename).
+    let resumable = || groklens::Run::load(&run).and_then(|r| r.resume_points()).is_ok_and(|p| !p.is_empty());
+    while !resumable() {
         assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint in two minutes");
         std::thread::sleep(Duration::from_millis(20));
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let partial = std::fs::read_to_string(Path::new(&sweep).join("runs").join(&id).join("losses.csv")).unwrap();
+    let partial = std::fs::read_to_string(run.join("losses.csv")).unwrap();
     assert!(partial.lines().count() < 4001, "killed before the end");
     let resumed = groklens(&["sweep", "run", &sweep]);
     let said = stderr(&resumed);
     assert!(resumed.status.success(), "{said}");
     let from: i64 = said.split("from epoch ").nth(1).unwrap().split(':').next().unwrap().parse().unwrap();
     assert!(from > 0, "continued from a checkpoint, not from the start: {said}");
-    let losses = std::fs::read_to_string(Path::new(&sweep).join("runs").join(&id).join("losses.csv")).unwrap();
+    let losses = std::fs::read_to_string(run.join("losses.csv")).unwrap();
     assert_eq!(losses.lines().count(), 4001);
 }
 
