@@ -22,8 +22,8 @@
 //! The summed rows are one flat table `[rows, width]`, all models' together:
 //!
 //! ```text
-//!  row = ((model·n_pos + position)·d_vocab + token)·n_heads + head     VO rows, n·n_pos·d_vocab·n_heads of them
-//!  row = n·n_pos·d_vocab·n_heads + model·d_vocab + last token          base rows, n·d_vocab of them
+//!  row = ((model·n_heads + head)·n_pos + position)·d_vocab + token     VO rows, n·n_heads·n_pos·d_vocab of them
+//!  row = n·n_heads·n_pos·d_vocab + model·d_vocab + last token          base rows, n·d_vocab of them
 //!
 //!  Wide:   | VO·W_in  (d_mlp) | VO·W_U  (d_vocab_out) | 0… | VO (d_model) |   base: the last token's own
 //!  Narrow: | VO (d_model) |                                                         x + b_O, with its products
@@ -208,11 +208,14 @@ impl Lookup {
         let model = Tensor::arange(n, (Kind::Int64, device)).view([n, 1]);
         let t_last = tokens.select(2, n_pos - 1);
         let key_rows = (model.unsqueeze(2) * n_pos + Tensor::arange(n_pos, (Kind::Int64, device))) * n_vocab + tokens;
-        let last_rows = model * n_vocab + &t_last;
+        let last_rows = &model * n_vocab + &t_last;
         let score_rows = &key_rows * n_vocab + t_last.unsqueeze(2);
         let heads = Tensor::arange(n_heads, (Kind::Int64, device)).view([n_heads, 1]);
         let score_index = score_rows.unsqueeze(2) * n_heads + &heads;
-        let head_rows = key_rows.unsqueeze(2) * n_heads + heads; // [model, batch, head, pos]
+        // [model, batch, head, pos]: key_rows counts (model, position, token); each model's
+        // heads come before the next model's.
+        let before = model.view([n, 1, 1, 1]) * (n_heads - 1) + heads.view([1, 1, n_heads, 1]);
+        let head_rows = key_rows.unsqueeze(2) + before * (n_pos * n_vocab);
         let base_rows = &last_rows + n * n_pos * n_vocab * n_heads;
         let bag_rows = Tensor::cat(&[head_rows.reshape([n, batch, -1]), base_rows.unsqueeze(2)], 2).flatten(0, 2);
         let offsets = Tensor::arange(n * batch, (Kind::Int64, device)) * (n_pos * n_heads + 1);
@@ -246,31 +249,38 @@ fn wide_padding(cfg: &ModelConfig) -> i64 {
     (16 - (cfg.d_mlp + cfg.d_vocab_out) % 16) % 16
 }
 
-/// The wide rows (the module's diagram): per (position, token, head) the value v
-/// `[model, pos·vocab, head, d_head]` through W_O, W_O·W_in and W_O·W_U (products
-/// d_head long, not d_model), then each last token's base row.
-fn wide_rows(cfg: &ModelConfig, v: &Tensor, vo: &Tensor, base: &Tensor, w: [&Tensor; 3], b: [&Tensor; 2]) -> Tensor {
-    let ([w_o, w_in, w_u], [b_in, logit_bias]) = (w, b);
-    let (n, t, h, e) = (v.size()[0], v.size()[1], v.size()[2], v.size()[3]);
-    let (d_model, n_vocab) = (cfg.d_model, cfg.d_vocab);
+/// The wide rows (the module's diagram): per (head, position, token) the value
+/// `v_heads` `[model·head, pos·vocab, d_head]` through W_O, W_O·W_in and W_O·W_U (products
+/// d_head long, not d_model), each head's written in place by one product, then each
+/// last token's base row.
+fn wide_rows(cfg: &ModelConfig, v_heads: &Tensor, base: &Tensor, w: [&Tensor; 4], b: [&Tensor; 2]) -> Tensor {
+    let ([w_o, w_o_heads, w_in, w_u], [b_in, logit_bias]) = (w, b);
+    let (nh, t, e) = v_heads.size3().expect("values are [model·head, pos·vocab, d_head]");
+    let (n, d_model, n_vocab) = (base.size()[0], cfg.d_model, cfg.d_vocab);
     let w_in_u = Tensor::cat(&[w_in, w_u], 2); // [model, d_model, d_mlp + d_vocab_out]
     let products = w_in_u.size()[2];
     let width = products + wide_padding(cfg) + d_model;
-    let rows = Tensor::empty([n * t * h + n * n_vocab, width], (Kind::Float, v.device()));
+    let rows = Tensor::empty([nh * t + n * n_vocab, width], (Kind::Float, v_heads.device()));
     let _ = rows.narrow(1, products, width - products - d_model).zero_();
-    let (vo_rows, base_rows) = (
-        rows.narrow(0, 0, n * t * h).view([n, t, h, width]),
-        rows.narrow(0, n * t * h, n * n_vocab).view([n, n_vocab, width]),
-    );
-    let v_heads = v.permute([0, 2, 1, 3]).reshape([n * h, t, e]);
-    let w_o_in_u = w_o.reshape([n, h * e, d_model]).bmm(&w_in_u).view([n * h, e, products]);
-    let _ =
-        vo_rows.narrow(3, 0, products).copy_(&v_heads.bmm(&w_o_in_u).view([n, h, t, products]).permute([0, 2, 1, 3]));
-    let _ = vo_rows.narrow(3, width - d_model, d_model).copy_(&vo.view([n, t, h, d_model]));
+    let (vo_rows, base_rows) =
+        (rows.narrow(0, 0, nh * t).view([nh, t, width]), rows.narrow(0, nh * t, n * n_vocab).view([n, n_vocab, width]));
+    let w_o_in_u = w_o.reshape([n, -1, d_model]).bmm(&w_in_u).view([nh, e, products]);
+    product_into(&vo_rows.narrow(2, 0, products), v_heads, &w_o_in_u);
+    product_into(&vo_rows.narrow(2, width - d_model, d_model), v_heads, w_o_heads);
     let bias = Tensor::cat(&[b_in.unsqueeze(1), logit_bias.shallow_clone()], 2);
     let _ = base_rows.narrow(2, 0, products).copy_(&base.bmm(&w_in_u).g_add_(&bias));
     let _ = base_rows.narrow(2, width - d_model, d_model).copy_(base);
     rows
+}
+
+/// `out` ← `a·b` (batched): in place, or where autograd is to follow (which in-place
+/// products do not support), by a copy.
+fn product_into(out: &Tensor, a: &Tensor, b: &Tensor) {
+    if a.requires_grad() || b.requires_grad() {
+        out.shallow_clone().copy_(&a.bmm(b));
+    } else {
+        let _ = a.bmm_out(out, b);
+    }
 }
 
 /// `[model, h, d, e]` → `[model, d, h·e]`: the per-head projection as one matrix.
@@ -303,14 +313,18 @@ impl Stack {
             k.reshape([n * n_heads, n_pos * n_vocab, d_head]).bmm(&q_heads.reshape([n * n_heads, d_head, n_vocab]))
                 / (d_head as f64).sqrt(); // [model·head, pos·vocab, query token]
         let scores = scores.view([n, n_heads, n_pos, n_vocab, n_vocab]).permute([0, 2, 3, 4, 1]);
-        // VO per (position, token, head): [model, pos·vocab·head, d_model].
-        let v = kv.narrow(2, he, he).reshape([n, n_pos * n_vocab, n_heads, d_head]);
-        let vo = Tensor::einsum("nthe,nhed->nthd", &[&v, W_O], None::<i64>).reshape([n, -1, d_model]);
+        // The values per head, [model·head, pos·vocab, d_head], and W_O per head.
+        let v_heads = kv.narrow(2, he, he).reshape([n, n_pos * n_vocab, n_heads, d_head]).permute([0, 2, 1, 3]);
+        let v_heads = v_heads.reshape([n * n_heads, n_pos * n_vocab, d_head]);
+        let w_o_heads = W_O.reshape([n * n_heads, d_head, d_model]);
         let resid_base = &x_last + b_O.unsqueeze(1);
         let logit_bias = b_out.unsqueeze(1).bmm(W_U) + b_U.unsqueeze(1);
         let rows = if wide {
-            Rows::Wide { rows: wide_rows(cfg, &v, &vo, &resid_base, [W_O, W_in, W_U], [b_in, &logit_bias]) }
+            Rows::Wide {
+                rows: wide_rows(cfg, &v_heads, &resid_base, [W_O, &w_o_heads, W_in, W_U], [b_in, &logit_bias]),
+            }
         } else {
+            let vo = v_heads.bmm(&w_o_heads); // per (head, position, token)
             Rows::Narrow { rows: Tensor::cat(&[vo.view([-1, d_model]), resid_base.view([-1, d_model])], 0) }
         };
         Tables { scores: scores.contiguous(), rows, logit_bias, w_logit: W_out.bmm(W_U), x, q, kv }

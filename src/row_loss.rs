@@ -167,25 +167,35 @@ impl Vectorised for Part<'_> {
         let mut shifted = vec![0f64; vocab];
         for (row, x) in self.x.chunks_exact(vocab).enumerate() {
             let label = self.labels[row] as usize;
-            // The first maximum, or the first NaN, as libtorch's argmax gives it.
             let best = max(x);
-            let argmax = x.iter().position(|&v| v == best || (v.is_nan() && best.is_nan())).unwrap_or(0);
             let m = best as f64;
             for (e, &v) in shifted.iter_mut().zip(x) {
                 *e = exp(v as f64 - m);
             }
             let sum = sum(&shifted);
             self.nll[row] = m + sum.ln() - x[label] as f64;
-            self.correct[row] = f64::from(u8::from(argmax == label));
+            self.correct[row] = f64::from(u8::from(first_maximum_at(x, best, label)));
             if let Some(&w) = self.weights.get(row) {
                 let grad = &mut self.grad[row * vocab..][..vocab];
+                let scale = w / sum;
                 for (g, e) in grad.iter_mut().zip(&shifted) {
-                    *g = normal_or_zero((e / sum * w) as f32);
+                    *g = normal_or_zero((e * scale) as f32);
                 }
-                grad[label] = normal_or_zero((shifted[label] / sum * w - w) as f32);
+                grad[label] = normal_or_zero((shifted[label] * scale - w) as f32);
             }
         }
     }
+}
+
+/// Whether `x`'s argmax, as libtorch's gives it (the first maximum, or the first NaN),
+/// is `label`, given `best`, the maximum ([`max`]): no earlier entry equals it. Without
+/// a branch per entry, so that it vectorises.
+#[inline(always)]
+fn first_maximum_at(x: &[f32], best: f32, label: usize) -> bool {
+    if best.is_nan() {
+        return x[label].is_nan() && !x[..label].iter().any(|v| v.is_nan());
+    }
+    x[label] == best && !x[..label].iter().fold(false, |seen, &v| seen | (v == best))
 }
 
 /// `g`, or zero where it is subnormal (below 2⁻¹²⁶ ≈ 1.2e-38 in size). A trained
@@ -270,13 +280,14 @@ fn exp(x: f64) -> f64 {
     let t = x * LOG2_E + SHIFT;
     let k = t - SHIFT;
     let r = (x - k * LN2_HI) - k * LN2_LO;
-    // Σ r^n/n! by Estrin's scheme: pairs, then pairs of pairs (a short dependency chain).
+    // Σ r^n/n! by Estrin's scheme: pairs, then pairs of pairs (a short dependency chain),
+    // each step one fused multiply-add.
     let c = &INVERSE_FACTORIALS;
-    let (r2, pair) = (r * r, |i: usize| c[i] + c[i + 1] * r);
+    let (r2, pair) = (r * r, |i: usize| c[i + 1].mul_add(r, c[i]));
     let r4 = r2 * r2;
-    let low = (pair(0) + pair(2) * r2) + (pair(4) + pair(6) * r2) * r4;
-    let high = (pair(8) + pair(10) * r2) + pair(12) * r4;
-    let poly = low + high * (r4 * r4);
+    let low = pair(6).mul_add(r2, pair(4)).mul_add(r4, pair(2).mul_add(r2, pair(0)));
+    let high = pair(12).mul_add(r4, pair(10).mul_add(r2, pair(8)));
+    let poly = high.mul_add(r4 * r4, low);
     let scale = f64::from_bits((t.to_bits().wrapping_add(1023)) << 52);
     poly * scale
 }

@@ -8,6 +8,8 @@
 //! sum     = Σ_{h, i} p[h, i] · R[h, i]  +  R[base]        (then ReLU on the MLP columns)
 //! ```
 //!
+//! The sum adds one row at a time, each as a fused multiply-add (one rounding per row).
+//!
 //! The inputs are cut into parts, one per libtorch thread (`crate::parallel`); each
 //! input's arithmetic is the same wherever it falls, so a run's numbers do not depend
 //! on the stack it is in.
@@ -131,7 +133,7 @@ impl Table<'_> {
                 for (&r, weight) in bag.iter().zip(weights()) {
                     let r: &[f32; BLOCK] = row(r, start, BLOCK).try_into().expect("a whole block");
                     for k in 0..BLOCK {
-                        block[k] += weight * r[k];
+                        block[k] = weight.mul_add(r[k], block[k]);
                     }
                 }
                 sum[start..start + BLOCK].copy_from_slice(&block);
@@ -143,7 +145,7 @@ impl Table<'_> {
             let len = tail.len();
             for (&r, weight) in bag.iter().zip(weights()) {
                 for (s, r) in tail.iter_mut().zip(row(r, start, len)) {
-                    *s += weight * r;
+                    *s = weight.mul_add(*r, *s);
                 }
             }
             for s in &mut sum[..self.relu_columns] {
