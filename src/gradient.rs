@@ -96,10 +96,10 @@ fn gradients(
     let g_sum = g.sum_dim_intlist(1, true, Kind::Float);
     let d_w_out = d_w_logit.bmm(&tr(w_u));
     let d_w_u = tr(resid_mid).bmm(g).baddbmm(&tr(w_out), &d_w_logit, 1, 1).baddbmm(&b_out.unsqueeze(2), &g_sum, 1, 1);
-    // MLP input.
+    // MLP input. ReLU's backward writes over d_post, a fresh tensor nothing else reads.
     let d_post = g.bmm(&tr(&tables.w_logit));
     let d_pre = match cfg.act_fn {
-        ActFn::Relu => read.derivative_at.threshold_backward(&d_post, 0.0),
+        ActFn::Relu => read.derivative_at.threshold_backward_grad_input(&d_post, &d_post, 0.0),
         ActFn::Gelu => read.derivative_at.gelu_backward(&d_post, "none"),
     };
     let d_w_in = tr(resid_mid).bmm(&d_pre);
