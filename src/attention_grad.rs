@@ -3,9 +3,10 @@
 //! over every input, as one loop. Each input reads n_pos value rows and adds into
 //! them and into n_pos entries of the score table per head, so the tensor version
 //! spends its time on a dozen passes over small tensors; here it is one pass. The
-//! inputs go in parts, one per libtorch thread (`crate::cpu_loops`), each adding into
-//! tables of its own, which are added up in part order: deterministic for a given
-//! number of threads, as `scatter_add` is on the CPU.
+//! inputs go in parts, one per libtorch thread (`crate::cpu_loops`), the first adding
+//! into the gradients themselves, each other into tables of its own, added to them in
+//! part order: deterministic for a given number of threads, as `scatter_add` is on the
+//! CPU. Products add as fused multiply-adds, and dot products in fixed partial sums.
 //!
 //! Per input, head h and position i, with p the pattern and v_i the value row of
 //! (i, t_i):
@@ -19,7 +20,7 @@
 
 use tch::Tensor;
 
-use crate::cpu_loops::{self, elements, elements_mut, zeros};
+use crate::cpu_loops::{self, elements, elements_mut, empty, Vectorised};
 use crate::one_layer::Read;
 
 /// For the inputs of `read`, whose value rows are rows of `kv` `[model, pos·vocab,
@@ -39,26 +40,81 @@ pub(crate) fn gradients(kv: &Tensor, read: &Read, d_z: &Tensor, n_vocab: i64) ->
     let (key_rows, score_index) = (elements::<i64>(&key_rows), elements::<i64>(&score_index));
     let inputs =
         Inputs { pattern, kv, d_z, key_rows, score_index, h: h as usize, e: e as usize, n_pos: n_pos as usize };
-    // The inputs in parts, one per libtorch thread, each with its own value and score
-    // table gradients, added up in part order at the end.
-    let (z, d_v, d_scores) = (zeros(&[n, batch, h, e]), zeros(&[value_rows, h * e]), zeros(&[score_rows, h]));
+    // The inputs in parts, one per libtorch thread: the first adds into the value and
+    // score tables' gradients, each other part into tables of its own, added to those
+    // in part order at the end. Each part zeroes what it adds into.
+    let (z, d_v, d_scores) = (empty(&[n, batch, h, e]), empty(&[value_rows, h * e]), empty(&[score_rows, h]));
     let he = (h * e) as usize;
     let count = (n * batch) as usize;
     let step = count.div_ceil(cpu_loops::parts()).max(1);
     // SAFETY: the three are new, and each part writes only its own slice of z.
     let (z_all, d_v_all, d_scores_all) =
         unsafe { (elements_mut::<f32>(&z), elements_mut::<f32>(&d_v), elements_mut::<f32>(&d_scores)) };
-    let mut tables: Vec<(Vec<f32>, Vec<f32>)> =
-        (0..count.div_ceil(step)).map(|_| (vec![0f32; d_v_all.len()], vec![0f32; d_scores_all.len()])).collect();
-    let parts: Vec<_> = (z_all.chunks_mut(step * he).zip(tables.iter_mut()).enumerate())
-        .map(|(i, (z, (d_v, d_scores)))| (i * step, z, d_v, d_scores))
-        .collect();
-    cpu_loops::for_each_owned(parts, |(first, z, d_v, d_scores)| inputs.backward(first, z, d_v, d_scores));
-    for (d_v, d_scores) in tables {
-        d_v_all.iter_mut().zip(d_v).for_each(|(a, b)| *a += b);
-        d_scores_all.iter_mut().zip(d_scores).for_each(|(a, b)| *a += b);
-    }
+    let (values, len) = (d_v_all.len(), d_v_all.len() + d_scores_all.len());
+    let mut others: Vec<Vec<f32>> = (1..count.div_ceil(step)).map(|_| Vec::new()).collect();
+    let tables = std::iter::once(Tables::Output(&mut *d_v_all, &mut *d_scores_all))
+        .chain(others.iter_mut().map(|own| Tables::Own(own, len)));
+    let parts: Vec<_> = z_all.chunks_mut(step * he).zip(tables).enumerate().collect();
+    cpu_loops::for_each_owned(parts, |(i, (z, tables))| {
+        let (d_v, d_scores) = match tables {
+            Tables::Output(d_v, d_scores) => {
+                d_v.fill(0.0);
+                d_scores.fill(0.0);
+                (d_v, d_scores)
+            }
+            Tables::Own(own, len) => {
+                *own = vec![0f32; len];
+                own.split_at_mut(values)
+            }
+        };
+        z.fill(0.0);
+        cpu_loops::widest(Part { inputs: &inputs, first: i * step, z, d_v, d_scores })
+    });
+    add_in_order(d_v_all, &others.iter().map(|own| &own[..values]).collect::<Vec<_>>());
+    add_in_order(d_scores_all, &others.iter().map(|own| &own[values..]).collect::<Vec<_>>());
     (z, d_v, d_scores)
+}
+
+/// Where a part adds its inputs' gradients on the value and score tables: into the
+/// outputs, or into a new table of its own (value rows, then score rows) of that length.
+enum Tables<'a> {
+    Output(&'a mut [f32], &'a mut [f32]),
+    Own(&'a mut Vec<f32>, usize),
+}
+
+/// `total` += each of `tables`, in order, element by element: in parts on libtorch's
+/// threads, each part a run of elements.
+fn add_in_order(total: &mut [f32], tables: &[&[f32]]) {
+    let step = total.len().div_ceil(cpu_loops::parts()).max(1);
+    let parts: Vec<_> = total.chunks_mut(step).enumerate().collect();
+    cpu_loops::for_each_owned(parts, |(i, total)| {
+        for table in tables {
+            total.iter_mut().zip(&table[i * step..]).for_each(|(a, b)| *a += b);
+        }
+    });
+}
+
+/// Σ a·b in sixteen interleaved partial sums (so that it vectorises), added up
+/// pairwise: the same order on every CPU.
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    const LANES: usize = 16;
+    let mut lanes = [0f32; LANES];
+    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let rest = (a_chunks.remainder().iter().zip(b_chunks.remainder())).fold(0.0, |s: f32, (a, b)| a.mul_add(*b, s));
+    for (a, b) in a_chunks.zip(b_chunks) {
+        for k in 0..LANES {
+            lanes[k] = a[k].mul_add(b[k], lanes[k]);
+        }
+    }
+    let mut width = LANES;
+    while width > 1 {
+        width /= 2;
+        for k in 0..width {
+            lanes[k] += lanes[k + width];
+        }
+    }
+    lanes[0] + rest
 }
 
 /// What the inputs read, and each one's d_z.
@@ -78,9 +134,29 @@ struct Inputs<'a> {
     n_pos: usize,
 }
 
+/// Inputs `first…` (as many as `z` holds): their z, and their gradients added into
+/// `d_v` `[value rows, head·d_head]` and `d_scores` `[score rows, head]`.
+struct Part<'a> {
+    inputs: &'a Inputs<'a>,
+    first: usize,
+    z: &'a mut [f32],
+    d_v: &'a mut [f32],
+    d_scores: &'a mut [f32],
+}
+
+impl Vectorised for Part<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let Part { inputs, first, z, d_v, d_scores } = self;
+        inputs.backward(first, z, d_v, d_scores)
+    }
+}
+
 impl Inputs<'_> {
-    /// Inputs `first…` (as many as `z` holds): their z, and their gradients added into
-    /// `d_v` `[value rows, head·d_head]` and `d_scores` `[score rows, head]`.
+    /// [`Part`]'s work.
+    #[inline(always)]
     fn backward(&self, first: usize, z: &mut [f32], d_v_all: &mut [f32], d_scores_all: &mut [f32]) {
         let (h, e, n_pos) = (self.h, self.e, self.n_pos);
         let he = h * e;
@@ -97,12 +173,12 @@ impl Inputs<'_> {
                 for head in 0..h {
                     let w = p[head * n_pos + i];
                     let (v, d_z) = (&v[head * e..][..e], &d_z[head * e..][..e]);
-                    d_pattern[head * n_pos + i] = v.iter().zip(d_z).map(|(v, g)| v * g).sum();
+                    d_pattern[head * n_pos + i] = dot(v, d_z);
                     for ((z, d_v), (v, g)) in
                         z[head * e..][..e].iter_mut().zip(&mut d_v[head * e..][..e]).zip(v.iter().zip(d_z))
                     {
-                        *z += w * v;
-                        *d_v += w * g;
+                        *z = w.mul_add(*v, *z);
+                        *d_v = w.mul_add(*g, *d_v);
                     }
                 }
             }
