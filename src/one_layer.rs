@@ -226,7 +226,7 @@ impl Lookup {
 
 /// Inputs per piece when a batch is read from the tables in pieces on the CPU
 /// (BENCHMARKS.md has the measurements behind it).
-const CHUNK: i64 = 2048;
+const CHUNK: i64 = 3072;
 
 /// Where to cut `len` inputs into pieces on `device`: on the CPU in even pieces of at
 /// most [`CHUNK`] (the gathers and the logits' product then stay in cache), elsewhere
