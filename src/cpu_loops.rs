@@ -26,18 +26,13 @@ pub(crate) fn elements<T: tch::kind::Element>(t: &Tensor) -> &[T] {
     unsafe { std::slice::from_raw_parts(t.data_ptr() as *const T, t.numel()) }
 }
 
-/// A new float32 CPU tensor of zeros, for a loop to write through [`elements_mut`].
-pub(crate) fn zeros(size: &[i64]) -> Tensor {
-    Tensor::zeros(size, (Kind::Float, Device::Cpu))
-}
-
 /// A new float32 CPU tensor whose elements are whatever its memory held, for a loop
 /// that writes every one of them through [`elements_mut`].
 pub(crate) fn empty(size: &[i64]) -> Tensor {
     Tensor::empty(size, (Kind::Float, Device::Cpu))
 }
 
-/// The elements of a new contiguous CPU tensor of T (from [`zeros`] or [`empty`], say),
+/// The elements of a new contiguous CPU tensor of T (from [`empty`], say),
 /// to be written.
 ///
 /// # Safety
@@ -201,7 +196,7 @@ mod tests {
 
     #[test]
     fn empty_tensors_give_empty_slices() {
-        let t = zeros(&[2, 0, 5]);
+        let t = empty(&[2, 0, 5]);
         assert!(elements::<f32>(&t).is_empty());
         // SAFETY: `t` is new and nothing else touches it.
         let written = unsafe { elements_mut::<f32>(&t) };
