@@ -27,11 +27,17 @@ use crate::one_layer::Read;
 /// 2·head·d_head]` (keys, then values), and each input's `d_z` `[model, batch, head,
 /// d_head]`: z `[model, batch, head, d_head]`, the value table's gradient
 /// `[model·pos·vocab, head·d_head]` and the flat score table's
-/// `[model·pos·vocab·vocab, head]`.
-pub(crate) fn gradients(kv: &Tensor, read: &Read, d_z: &Tensor, n_vocab: i64) -> (Tensor, Tensor, Tensor) {
+/// `[model·pos·vocab·queries, head]`.
+pub(crate) fn gradients(
+    kv: &Tensor,
+    read: &Read,
+    d_z: &Tensor,
+    n_vocab: i64,
+    n_queries: i64,
+) -> (Tensor, Tensor, Tensor) {
     let (n, batch, n_pos) = read.key_rows.size3().expect("key rows are [model, batch, pos]");
     let (h, e) = (d_z.size()[2], d_z.size()[3]);
-    let (value_rows, score_rows) = (n * n_pos * n_vocab, n * n_pos * n_vocab * n_vocab);
+    let (value_rows, score_rows) = (n * n_pos * n_vocab, n * n_pos * n_vocab * n_queries);
     // The pattern as the softmax wrote it, [input, head, pos].
     let pattern = read.pattern.permute([0, 1, 3, 2]).contiguous();
     let (kv, key_rows, score_index, d_z) =

@@ -6,7 +6,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::config::RunConfig;
 use crate::coverage::Coverage;
-use crate::one_layer::{pieces, Lookup};
+use crate::one_layer::{pieces, Lookup, Queries};
 use crate::task::Split;
 
 /// A run of consecutive rows that one read of the tables covers.
@@ -35,6 +35,8 @@ pub(crate) struct Batches {
     pub empty_cells: Tensor,
     /// The training part of the train-loss weights: `[model, n_train]`.
     pub train_weights: Tensor,
+    /// The tokens the inputs end in: the queries the tables are built for.
+    pub queries: Queries,
     /// The pieces a forward pass reads the rows in, the training rows first.
     pub pieces: Vec<Piece>,
 }
@@ -88,16 +90,17 @@ impl Batches {
             vec![(0, n_train + n_test, true)]
         };
         let model_cfg = &runs[0].0.model;
+        let queries = Queries::of(&data, model_cfg.d_vocab);
         let pieces = cuts
             .into_iter()
             .map(|(start, len, with_resid_mid)| Piece {
                 start,
                 len,
                 with_resid_mid,
-                lookup: Lookup::new(model_cfg, &data.narrow(1, start, len)),
+                lookup: Lookup::new(model_cfg, &data.narrow(1, start, len), &queries),
             })
             .collect();
         let n_pos = data.size()[2];
-        Batches { n_pos, labels, n_train, loss_weights, cell_weights, empty_cells, train_weights, pieces }
+        Batches { n_pos, labels, n_train, loss_weights, cell_weights, empty_cells, train_weights, queries, pieces }
     }
 }

@@ -52,8 +52,14 @@ fn scatter(rows: i64, index: &Tensor, src: &Tensor, width: i64) -> Tensor {
 
 /// [`attention_grad::gradients`] as tensors, every input at once: z `[model, batch,
 /// head, d_head]`, the value table's gradient `[model·pos·vocab, head·d_head]` and the
-/// flat score table's `[model·pos·vocab·vocab, head]`.
-fn attention_by_tensors(kv: &Tensor, read: &Read, d_z: &Tensor, n_vocab: i64) -> (Tensor, Tensor, Tensor) {
+/// flat score table's `[model·pos·vocab·queries, head]`.
+fn attention_by_tensors(
+    kv: &Tensor,
+    read: &Read,
+    d_z: &Tensor,
+    n_vocab: i64,
+    n_queries: i64,
+) -> (Tensor, Tensor, Tensor) {
     let (n, batch, n_pos) = read.key_rows.size3().expect("key rows are [model, batch, pos]");
     let (h, e) = (d_z.size()[2], d_z.size()[3]);
     let key_rows = read.key_rows.flatten(0, 2);
@@ -67,7 +73,7 @@ fn attention_by_tensors(kv: &Tensor, read: &Read, d_z: &Tensor, n_vocab: i64) ->
     let p_dot = (&read.pattern * &d_pattern).sum_dim_intlist(2, true, Kind::Float);
     let d_score = &read.pattern * (d_pattern - p_dot) / (e as f64).sqrt();
     let d_v = scatter(n * n_pos * n_vocab, &key_rows, &(&pattern * &d_z), h * e);
-    let d_scores = scatter(n * n_pos * n_vocab * n_vocab, &read.score_rows.flatten(0, 2), &d_score, h);
+    let d_scores = scatter(n * n_pos * n_vocab * n_queries, &read.score_rows.flatten(0, 2), &d_score, h);
     (z, d_v, d_scores)
 }
 
@@ -110,36 +116,37 @@ fn gradients(
     // key token, query token).
     let last_rows = read.last_rows.flatten(0, 1);
     let d_z = d_resid.bmm(&tr(&w_o.reshape([n, he, d]))).view([n, batch, h, e]);
+    let n_queries = tables.q.size()[1];
     let (z, d_v, d_scores) = match loops {
-        true => attention_grad::gradients(&tables.kv, read, &d_z, n_vocab),
-        false => attention_by_tensors(&tables.kv, read, &d_z, n_vocab),
+        true => attention_grad::gradients(&tables.kv, read, &d_z, n_vocab, n_queries),
+        false => attention_by_tensors(&tables.kv, read, &d_z, n_vocab, n_queries),
     };
     let d_w_o = tr(&z.view([n, batch, he])).bmm(&d_resid).view([n, h, e, d]);
     let d_v = d_v.view([n, n_pos * n_vocab, he]);
-    // scores[(pos, key token), query token] = k·q per head, so d_k = d_scores·q, d_q = d_scoresᵀ·k.
-    let d_scores = d_scores.view([n, n_pos * n_vocab, n_vocab, h]).permute([0, 3, 1, 2]).reshape([
+    // scores[(pos, key token), query] = k·q per head, so d_k = d_scores·q, d_q = d_scoresᵀ·k.
+    let d_scores = d_scores.view([n, n_pos * n_vocab, n_queries, h]).permute([0, 3, 1, 2]).reshape([
         n * h,
         n_pos * n_vocab,
-        n_vocab,
+        n_queries,
     ]);
     let per_head = |t: Tensor, rows: i64| t.reshape([n, rows, h, e]).permute([0, 2, 1, 3]).reshape([n * h, rows, e]);
     let per_column = |t: Tensor, rows: i64| t.view([n, h, rows, e]).permute([0, 2, 1, 3]).reshape([n, rows, he]);
     let k = per_head(tables.kv.narrow(2, 0, he), n_pos * n_vocab);
-    let q = per_head(tables.q.shallow_clone(), n_vocab);
+    let q = per_head(tables.q.shallow_clone(), n_queries);
     let d_k = per_column(d_scores.bmm(&q), n_pos * n_vocab);
-    let d_q = per_column(tr(&d_scores).bmm(&k), n_vocab);
-    let d_x_last = scatter(n * n_vocab, &last_rows, &d_resid, d).view([n, n_vocab, d]);
+    let d_q = per_column(tr(&d_scores).bmm(&k), n_queries);
+    let mut d_x_last = scatter(n * n_vocab, &last_rows, &d_resid, d).view([n, n_vocab, d]);
 
     // The tables' weights, then the embeddings under them.
     let x = tables.x.view([n, n_pos * n_vocab, d]);
-    let x_last = tables.x.select(1, n_pos - 1);
+    let x_query = tables.x.select(1, n_pos - 1).index_select(1, &tables.query_tokens);
     let as_heads = |w: Tensor| w.view([n, d, h, e]).permute([0, 2, 1, 3]).contiguous(); // → [model, head, d_model, d_head]
     let d_w_k = as_heads(tr(&x).bmm(&d_k));
     let d_w_v = as_heads(tr(&x).bmm(&d_v));
-    let d_w_q = as_heads(tr(&x_last).bmm(&d_q));
+    let d_w_q = as_heads(tr(&x_query).bmm(&d_q));
     let back = |d: &Tensor, w: &Tensor| d.bmm(&tr(&heads_as_columns(w)));
     let d_x = (back(&d_k, w_k) + back(&d_v, w_v)).view([n, n_pos, n_vocab, d]);
-    let _ = d_x.select(1, n_pos - 1).g_add_(&back(&d_q, w_q).g_add_(&d_x_last));
+    let _ = d_x.select(1, n_pos - 1).g_add_(&d_x_last.index_add_(1, &tables.query_tokens, &back(&d_q, w_q)));
     let d_w_e = d_x.sum_dim_intlist(1, false, Kind::Float);
     let d_w_pos = Tensor::zeros_like(p("pos_embed.W_pos"));
     d_w_pos.narrow(1, 0, n_pos).copy_(&d_x.sum_dim_intlist(2, false, Kind::Float));
@@ -165,7 +172,7 @@ mod tests {
     use crate::config::{ModelConfig, RunConfig};
     use crate::loss::{logit_gradient, loss_fn};
     use crate::model::HookedTransformer;
-    use crate::one_layer::Lookup;
+    use crate::one_layer::{Lookup, Queries};
     use crate::task::Task;
 
     /// Autograd through the plain full forward pass (every position, as
@@ -190,8 +197,9 @@ mod tests {
             });
 
             let stack = Stack::new(&models.iter().collect::<Vec<_>>()).unwrap();
-            let tables = stack.tables(3, wide);
-            let read = stack.read_tables(&tables, &Lookup::new(&stack.cfg, &tokens), true);
+            let queries = Queries::of(&tokens, stack.cfg.d_vocab);
+            let tables = stack.tables(3, &queries, wide);
+            let read = stack.read_tables(&tables, &Lookup::new(&stack.cfg, &tokens, &queries), true);
             let log_probs = read.logits.to_kind(Kind::Double).log_softmax(-1, Kind::Double);
             let weights = Tensor::full([2, 40], 1.0 / 40.0, (Kind::Double, Device::Cpu));
             let d_logits = logit_gradient(&log_probs, &labels, &weights);

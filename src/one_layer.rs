@@ -123,17 +123,39 @@ pub(crate) enum Rows {
     Narrow { rows: Tensor },
 }
 
+/// The tokens that inputs end in, the only queries the score table is built for (for
+/// the seed's inputs `a b =`, one: `=`), and where each token of the vocabulary is
+/// among them.
+pub(crate) struct Queries {
+    /// `[queries]`, ascending.
+    pub tokens: Tensor,
+    /// `[d_vocab]`: each query token's place in `tokens` (0 for the others, never read).
+    place: Tensor,
+}
+
+impl Queries {
+    /// The last tokens of `tokens` `[model, batch, pos]`, every model's.
+    pub fn of(tokens: &Tensor, d_vocab: i64) -> Queries {
+        let (last, _) = tokens.select(2, -1).flatten(0, 1).internal_unique(true, false);
+        let places = Tensor::arange(last.size()[0], (Kind::Int64, tokens.device()));
+        let place = Tensor::zeros([d_vocab], (Kind::Int64, tokens.device())).index_copy(0, &last, &places);
+        Queries { tokens: last, place }
+    }
+}
+
 /// The tables of a stack, each tensor with a leading model axis.
 pub(crate) struct Tables {
     /// Every (position, token) embedding: `[model, pos, vocab, d_model]`.
     pub x: Tensor,
-    /// The query of every token at the last position: `[model, vocab, head·d_head]`.
+    /// The tokens of the queries (`Queries::tokens`): `[queries]`.
+    pub query_tokens: Tensor,
+    /// Their queries at the last position: `[model, queries, head·d_head]`.
     pub q: Tensor,
     /// Key and value of every (position, token): `[model, pos·vocab, 2·head·d_head]`,
     /// keys first.
     pub kv: Tensor,
-    /// Attention score of (position, key token) for each query token:
-    /// `[model, pos, key token, query token, head]`.
+    /// Attention score of (position, key token) for each query:
+    /// `[model, pos, key token, query, head]`.
     scores: Tensor,
     rows: Rows,
     /// b_out·W_U + b_U: `[model, 1, d_vocab_out]`.
@@ -148,7 +170,7 @@ pub(crate) struct Read {
     pub key_rows: Tensor,
     /// Row of each input's (model, last token) in model·vocab: `[model, batch]`.
     pub last_rows: Tensor,
-    /// Row of each input's scores in the score table: `[model, batch, pos]`.
+    /// Row of each input's scores in the score table, per head: `[model, batch, pos]`.
     pub score_rows: Tensor,
     /// The last position's attention pattern: `[model, batch, pos, head]`.
     pub pattern: Tensor,
@@ -188,8 +210,8 @@ pub(crate) struct Lookup {
     key_rows: Tensor,
     /// Row of each input's (model, last token) in model·vocab: `[model, batch]`.
     last_rows: Tensor,
-    /// Row of each input's (model, position, key token, query token) in the score
-    /// table, per head: `[model, batch, pos]`.
+    /// Row of each input's (model, position, key token, query) in the score table,
+    /// per head: `[model, batch, pos]`.
     score_rows: Tensor,
     /// Each input's scores in the flat score table: `[model, batch, head, pos]`.
     score_index: Tensor,
@@ -201,7 +223,8 @@ pub(crate) struct Lookup {
 }
 
 impl Lookup {
-    pub fn new(cfg: &ModelConfig, tokens: &Tensor) -> Lookup {
+    /// `tokens` end in tokens of `queries`.
+    pub fn new(cfg: &ModelConfig, tokens: &Tensor, queries: &Queries) -> Lookup {
         let (n, batch, n_pos) = tokens.size3().expect("tokens are [model, batch, pos]");
         let (n_heads, n_vocab) = (cfg.n_heads, cfg.d_vocab);
         let device = tokens.device();
@@ -209,7 +232,8 @@ impl Lookup {
         let t_last = tokens.select(2, n_pos - 1);
         let key_rows = (model.unsqueeze(2) * n_pos + Tensor::arange(n_pos, (Kind::Int64, device))) * n_vocab + tokens;
         let last_rows = &model * n_vocab + &t_last;
-        let score_rows = &key_rows * n_vocab + t_last.unsqueeze(2);
+        let score_rows = &key_rows * queries.tokens.size()[0]
+            + queries.place.index_select(0, &t_last.flatten(0, 1)).view([n, batch, 1]);
         let heads = Tensor::arange(n_heads, (Kind::Int64, device)).view([n_heads, 1]);
         let score_index = score_rows.unsqueeze(2) * n_heads + &heads;
         // [model, batch, head, pos]: key_rows counts (model, position, token); each model's
@@ -290,8 +314,9 @@ pub(crate) fn heads_as_columns(w: &Tensor) -> Tensor {
 }
 
 impl Stack {
-    /// The tables of the stack for inputs of `n_pos` positions, wide or narrow.
-    pub fn tables(&self, n_pos: i64, wide: bool) -> Tables {
+    /// The tables of the stack for inputs of `n_pos` positions ending in `queries`,
+    /// wide or narrow.
+    pub fn tables(&self, n_pos: i64, queries: &Queries, wide: bool) -> Tables {
         let cfg = &self.cfg;
         let (n_heads, d_head, n_vocab, d_model) = (cfg.n_heads, cfg.d_head, cfg.d_vocab, cfg.d_model);
         let (n, he) = (self.n, n_heads * d_head);
@@ -302,17 +327,19 @@ impl Stack {
         let (W_U, b_U) = (p("unembed.W_U"), p("unembed.b_U"));
         let x = p("embed.W_E").unsqueeze(1) + p("pos_embed.W_pos").narrow(1, 0, n_pos).unsqueeze(2);
         let x_last = x.select(1, n_pos - 1); // [model, vocab, d_model]
-        let q = x_last.bmm(&heads_as_columns(p("blocks.0.attn.W_Q"))) + p("blocks.0.attn.b_Q").view([n, 1, he]);
+        let n_queries = queries.tokens.size()[0];
+        let q = x_last.index_select(1, &queries.tokens).bmm(&heads_as_columns(p("blocks.0.attn.W_Q")))
+            + p("blocks.0.attn.b_Q").view([n, 1, he]); // [model, queries, he]
         let w_kv =
             Tensor::cat(&[heads_as_columns(p("blocks.0.attn.W_K")), heads_as_columns(p("blocks.0.attn.W_V"))], 2);
         let b_kv = Tensor::cat(&[p("blocks.0.attn.b_K").view([n, 1, he]), p("blocks.0.attn.b_V").view([n, 1, he])], 2);
         let kv = x.view([n, n_pos * n_vocab, d_model]).bmm(&w_kv) + b_kv; // [model, pos·vocab, 2·he]
         let k = kv.narrow(2, 0, he).reshape([n, n_pos * n_vocab, n_heads, d_head]).permute([0, 2, 1, 3]);
-        let q_heads = q.view([n, n_vocab, n_heads, d_head]).permute([0, 2, 3, 1]);
+        let q_heads = q.view([n, n_queries, n_heads, d_head]).permute([0, 2, 3, 1]);
         let scores =
-            k.reshape([n * n_heads, n_pos * n_vocab, d_head]).bmm(&q_heads.reshape([n * n_heads, d_head, n_vocab]))
-                / (d_head as f64).sqrt(); // [model·head, pos·vocab, query token]
-        let scores = scores.view([n, n_heads, n_pos, n_vocab, n_vocab]).permute([0, 2, 3, 4, 1]);
+            k.reshape([n * n_heads, n_pos * n_vocab, d_head]).bmm(&q_heads.reshape([n * n_heads, d_head, n_queries]))
+                / (d_head as f64).sqrt(); // [model·head, pos·vocab, query]
+        let scores = scores.view([n, n_heads, n_pos, n_vocab, n_queries]).permute([0, 2, 3, 4, 1]);
         // The values per head, [model·head, pos·vocab, d_head], and W_O per head.
         let v_heads = kv.narrow(2, he, he).reshape([n, n_pos * n_vocab, n_heads, d_head]).permute([0, 2, 1, 3]);
         let v_heads = v_heads.reshape([n * n_heads, n_pos * n_vocab, d_head]);
@@ -327,7 +354,8 @@ impl Stack {
             let vo = v_heads.bmm(&w_o_heads); // per (head, position, token)
             Rows::Narrow { rows: Tensor::cat(&[vo.view([-1, d_model]), resid_base.view([-1, d_model])], 0) }
         };
-        Tables { scores: scores.contiguous(), rows, logit_bias, w_logit: W_out.bmm(W_U), x, q, kv }
+        let query_tokens = queries.tokens.shallow_clone();
+        Tables { scores: scores.contiguous(), rows, logit_bias, w_logit: W_out.bmm(W_U), x, query_tokens, q, kv }
     }
 
     /// Reads the inputs of `lookup` from `tables`; `resid_mid` only when asked for.
@@ -454,11 +482,13 @@ fn read_all(
 ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
     let stack = Stack::new(&[model])?;
     let tokens = tokens.unsqueeze(0);
-    let tables = stack.tables(tokens.size()[2], wide_tables(tokens.device()));
+    let queries = Queries::of(&tokens, stack.cfg.d_vocab);
+    let tables = stack.tables(tokens.size()[2], &queries, wide_tables(tokens.device()));
     let reads: Vec<Read> = pieces(tokens.size()[1], tokens.device())
         .into_iter()
         .map(|(start, len)| {
-            stack.read_tables(&tables, &Lookup::new(&stack.cfg, &tokens.narrow(1, start, len)), with_resid_mid)
+            let lookup = Lookup::new(&stack.cfg, &tokens.narrow(1, start, len), &queries);
+            stack.read_tables(&tables, &lookup, with_resid_mid)
         })
         .collect();
     let cat = |f: &dyn Fn(&Read) -> &Tensor| Tensor::cat(&reads.iter().map(f).collect::<Vec<_>>(), 1).squeeze_dim(0);

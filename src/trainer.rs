@@ -324,7 +324,7 @@ struct Pass {
 /// The forward pass of `stack` over all of `batches`, piece by piece.
 fn forward(stack: &Stack, batches: &Batches) -> Pass {
     let n_train = batches.n_train;
-    let tables = stack.tables(batches.n_pos, wide_tables(stack.device()));
+    let tables = stack.tables(batches.n_pos, &batches.queries, wide_tables(stack.device()));
     let (mut nll, mut correct) = (vec![], vec![]);
     let mut train = None;
     for piece in &batches.pieces {
