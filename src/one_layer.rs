@@ -23,7 +23,7 @@
 //!
 //! ```text
 //!  row = ((model·n_heads + head)·n_pos + position)·d_vocab + token     VO rows, n·n_heads·n_pos·d_vocab of them
-//!  row = n·n_heads·n_pos·d_vocab + model·d_vocab + last token          base rows, n·d_vocab of them
+//!  row = n·n_heads·n_pos·d_vocab + model·queries + last token's place  base rows, n·queries of them
 //!
 //!  Wide:   | VO·W_in  (d_mlp) | VO·W_U  (d_vocab_out) | 0… | VO (d_model) |   base: the last token's own
 //!  Narrow: | VO (d_model) |                                                         x + b_O, with its products
@@ -232,15 +232,17 @@ impl Lookup {
         let t_last = tokens.select(2, n_pos - 1);
         let key_rows = (model.unsqueeze(2) * n_pos + Tensor::arange(n_pos, (Kind::Int64, device))) * n_vocab + tokens;
         let last_rows = &model * n_vocab + &t_last;
-        let score_rows = &key_rows * queries.tokens.size()[0]
-            + queries.place.index_select(0, &t_last.flatten(0, 1)).view([n, batch, 1]);
+        // Each input's query: its last token's place among the queries.
+        let (n_queries, query) =
+            (queries.tokens.size()[0], queries.place.index_select(0, &t_last.flatten(0, 1)).view([n, batch]));
+        let score_rows = &key_rows * n_queries + query.unsqueeze(2);
         let heads = Tensor::arange(n_heads, (Kind::Int64, device)).view([n_heads, 1]);
         let score_index = score_rows.unsqueeze(2) * n_heads + &heads;
         // [model, batch, head, pos]: key_rows counts (model, position, token); each model's
         // heads come before the next model's.
         let before = model.view([n, 1, 1, 1]) * (n_heads - 1) + heads.view([1, 1, n_heads, 1]);
         let head_rows = key_rows.unsqueeze(2) + before * (n_pos * n_vocab);
-        let base_rows = &last_rows + n * n_pos * n_vocab * n_heads;
+        let base_rows = &model * n_queries + &query + n * n_pos * n_vocab * n_heads;
         let bag_rows = Tensor::cat(&[head_rows.reshape([n, batch, -1]), base_rows.unsqueeze(2)], 2).flatten(0, 2);
         let offsets = Tensor::arange(n * batch, (Kind::Int64, device)) * (n_pos * n_heads + 1);
         let ones = Tensor::ones([n * batch, 1], (Kind::Float, device));
@@ -280,14 +282,16 @@ fn wide_padding(cfg: &ModelConfig) -> i64 {
 fn wide_rows(cfg: &ModelConfig, v_heads: &Tensor, base: &Tensor, w: [&Tensor; 4], b: [&Tensor; 2]) -> Tensor {
     let ([w_o, w_o_heads, w_in, w_u], [b_in, logit_bias]) = (w, b);
     let (nh, t, e) = v_heads.size3().expect("values are [model·head, pos·vocab, d_head]");
-    let (n, d_model, n_vocab) = (base.size()[0], cfg.d_model, cfg.d_vocab);
+    let (n, n_queries, d_model) = (base.size()[0], base.size()[1], cfg.d_model);
     let w_in_u = Tensor::cat(&[w_in, w_u], 2); // [model, d_model, d_mlp + d_vocab_out]
     let products = w_in_u.size()[2];
     let width = products + wide_padding(cfg) + d_model;
-    let rows = Tensor::empty([nh * t + n * n_vocab, width], (Kind::Float, v_heads.device()));
+    let rows = Tensor::empty([nh * t + n * n_queries, width], (Kind::Float, v_heads.device()));
     let _ = rows.narrow(1, products, width - products - d_model).zero_();
-    let (vo_rows, base_rows) =
-        (rows.narrow(0, 0, nh * t).view([nh, t, width]), rows.narrow(0, nh * t, n * n_vocab).view([n, n_vocab, width]));
+    let (vo_rows, base_rows) = (
+        rows.narrow(0, 0, nh * t).view([nh, t, width]),
+        rows.narrow(0, nh * t, n * n_queries).view([n, n_queries, width]),
+    );
     let w_o_in_u = w_o.reshape([n, -1, d_model]).bmm(&w_in_u).view([nh, e, products]);
     product_into(&vo_rows.narrow(2, 0, products), v_heads, &w_o_in_u);
     product_into(&vo_rows.narrow(2, width - d_model, d_model), v_heads, w_o_heads);
@@ -326,10 +330,9 @@ impl Stack {
             (p("blocks.0.mlp.W_in"), p("blocks.0.mlp.b_in"), p("blocks.0.mlp.W_out"), p("blocks.0.mlp.b_out"));
         let (W_U, b_U) = (p("unembed.W_U"), p("unembed.b_U"));
         let x = p("embed.W_E").unsqueeze(1) + p("pos_embed.W_pos").narrow(1, 0, n_pos).unsqueeze(2);
-        let x_last = x.select(1, n_pos - 1); // [model, vocab, d_model]
+        let x_query = x.select(1, n_pos - 1).index_select(1, &queries.tokens); // [model, queries, d_model]
         let n_queries = queries.tokens.size()[0];
-        let q = x_last.index_select(1, &queries.tokens).bmm(&heads_as_columns(p("blocks.0.attn.W_Q")))
-            + p("blocks.0.attn.b_Q").view([n, 1, he]); // [model, queries, he]
+        let q = x_query.bmm(&heads_as_columns(p("blocks.0.attn.W_Q"))) + p("blocks.0.attn.b_Q").view([n, 1, he]); // [model, queries, he]
         let w_kv =
             Tensor::cat(&[heads_as_columns(p("blocks.0.attn.W_K")), heads_as_columns(p("blocks.0.attn.W_V"))], 2);
         let b_kv = Tensor::cat(&[p("blocks.0.attn.b_K").view([n, 1, he]), p("blocks.0.attn.b_V").view([n, 1, he])], 2);
@@ -344,7 +347,7 @@ impl Stack {
         let v_heads = kv.narrow(2, he, he).reshape([n, n_pos * n_vocab, n_heads, d_head]).permute([0, 2, 1, 3]);
         let v_heads = v_heads.reshape([n * n_heads, n_pos * n_vocab, d_head]);
         let w_o_heads = W_O.reshape([n * n_heads, d_head, d_model]);
-        let resid_base = &x_last + b_O.unsqueeze(1);
+        let resid_base = x_query + b_O.unsqueeze(1); // [model, queries, d_model]
         let logit_bias = b_out.unsqueeze(1).bmm(W_U) + b_U.unsqueeze(1);
         let rows = if wide {
             Rows::Wide {
