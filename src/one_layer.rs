@@ -15,26 +15,39 @@
 //! logits       = resid_mid · W_U + post · (W_out·W_U) + b_out·W_U + b_U
 //! ```
 //!
+//! The last position is the query, and its own token t_last is the same for every
+//! input of a task (`=`). Each head's pattern sums to 1, so its weight on the last
+//! position is 1 − Σ_{i<last} pattern[h, i], and the sum above is
+//!
+//! ```text
+//! Σ_i pattern[h, i] · VO[i, t_i, h] = VO[last, t_last, h] + Σ_{i<last} pattern[h, i] · (VO[i, t_i, h] − VO[last, t_last, h])
+//! ```
+//!
+//! So the tables hold, per last token (a query, `Queries`), the differences for the
+//! positions before the last, and a base row that takes in every head's row at the
+//! last position: an input sums n_heads·(n_pos − 1) rows and its base row, 9 rows for
+//! the seed's `a b =` instead of 13.
+//!
 //! N models trained together are one [`Stack`] (every parameter with a leading model
 //! axis) and one `embedding_bag` over all their inputs. The tables and what each input
 //! read from them are kept for the hand-written backward pass (`crate::gradient`).
 //!
-//! The summed rows are one flat table `[rows, width]`, all models' together:
+//! The summed rows are one flat table `[rows, width]`, all models' together, with
+//! `lower` = n_pos − 1 and `query` the place of the input's last token among the queries:
 //!
 //! ```text
-//!  row = ((model·n_heads + head)·n_pos + position)·d_vocab + token     VO rows, n·n_heads·n_pos·d_vocab of them
-//!  row = n·n_heads·n_pos·d_vocab + model·queries + last token's place  base rows, n·queries of them
+//!  row = (((model·n_heads + head)·queries + query)·lower + position)·d_vocab + token
+//!                    VO[position, token, head] − VO[last, query token, head], n·n_heads·queries·lower·d_vocab of them
+//!  row = n·n_heads·queries·lower·d_vocab + model·queries + query
+//!                    base rows: the query token's own x + b_O, plus Σ_h VO[last, query token, h]
 //!
-//!  Wide:   | VO·W_in  (d_mlp) | VO·W_U  (d_vocab_out) | 0… | VO (d_model) |   base: the last token's own
-//!  Narrow: | VO (d_model) |                                                         x + b_O, with its products
+//!  Wide:   | VO·W_in  (d_mlp) | VO·W_U  (d_vocab_out) | 0… | VO (d_model) |   base: with b_in and b_out·W_U + b_U
+//!  Narrow: | VO (d_model) |
 //! ```
 //!
 //! Wide rows are zero from the logits' columns to a multiple of 16 floats (the
 //! `0…`), so that the sums read whole, aligned AVX-512 vectors with resid_mid and
 //! without it (measured in BENCHMARKS.md).
-//!
-//! Each input sums its n_heads·n_pos VO rows weighted by its pattern, plus its base
-//! row once: an input reads n_heads·n_pos + 1 rows.
 
 #![allow(non_snake_case)]
 
@@ -215,7 +228,7 @@ pub(crate) struct Lookup {
     score_rows: Tensor,
     /// Each input's scores in the flat score table: `[model, batch, head, pos]`.
     score_index: Tensor,
-    /// The rows each input sums: head·pos pattern-weighted ones, then its base row.
+    /// The rows each input sums: head·(pos − 1) pattern-weighted ones, then its base row.
     bag_rows: Tensor,
     offsets: Tensor,
     /// The base row's weight, 1: `[model · batch, 1]`.
@@ -238,13 +251,15 @@ impl Lookup {
         let score_rows = &key_rows * n_queries + query.unsqueeze(2);
         let heads = Tensor::arange(n_heads, (Kind::Int64, device)).view([n_heads, 1]);
         let score_index = score_rows.unsqueeze(2) * n_heads + &heads;
-        // [model, batch, head, pos]: key_rows counts (model, position, token); each model's
-        // heads come before the next model's.
-        let before = model.view([n, 1, 1, 1]) * (n_heads - 1) + heads.view([1, 1, n_heads, 1]);
-        let head_rows = key_rows.unsqueeze(2) + before * (n_pos * n_vocab);
-        let base_rows = &model * n_queries + &query + n * n_pos * n_vocab * n_heads;
-        let bag_rows = Tensor::cat(&[head_rows.reshape([n, batch, -1]), base_rows.unsqueeze(2)], 2).flatten(0, 2);
-        let offsets = Tensor::arange(n * batch, (Kind::Int64, device)) * (n_pos * n_heads + 1);
+        // [model, batch, head, position < last]: the difference rows (the module's diagram).
+        let lower = n_pos - 1;
+        let token_rows = Tensor::arange(lower, (Kind::Int64, device)) * n_vocab + tokens.narrow(2, 0, lower);
+        let block = (model.view([n, 1, 1, 1]) * n_heads + heads.view([1, 1, n_heads, 1])) * n_queries
+            + query.view([n, batch, 1, 1]);
+        let difference_rows = block * (lower * n_vocab) + token_rows.unsqueeze(2);
+        let base_rows = &model * n_queries + &query + n * n_heads * n_queries * lower * n_vocab;
+        let bag_rows = Tensor::cat(&[difference_rows.reshape([n, batch, -1]), base_rows.unsqueeze(2)], 2).flatten(0, 2);
+        let offsets = Tensor::arange(n * batch, (Kind::Int64, device)) * (n_heads * lower + 1);
         let ones = Tensor::ones([n * batch, 1], (Kind::Float, device));
         Lookup { key_rows, last_rows, score_rows, score_index, bag_rows, offsets, ones }
     }
@@ -275,29 +290,55 @@ fn wide_padding(cfg: &ModelConfig) -> i64 {
     (16 - (cfg.d_mlp + cfg.d_vocab_out) % 16) % 16
 }
 
-/// The wide rows (the module's diagram): per (head, position, token) the value
-/// `v_heads` `[model·head, pos·vocab, d_head]` through W_O, W_O·W_in and W_O·W_U (products
-/// d_head long, not d_model), each head's written in place by one product, then each
-/// last token's base row.
-fn wide_rows(cfg: &ModelConfig, v_heads: &Tensor, base: &Tensor, w: [&Tensor; 4], b: [&Tensor; 2]) -> Tensor {
-    let ([w_o, w_o_heads, w_in, w_u], [b_in, logit_bias]) = (w, b);
-    let (nh, t, e) = v_heads.size3().expect("values are [model·head, pos·vocab, d_head]");
+/// The summed rows (the module's diagram), wide or narrow, from the values of every
+/// (position, token) `v` `[model·head, pos·vocab, d_head]`, those of the last position's
+/// query tokens `v_query` `[model·head, queries, d_head]`, and each query token's own
+/// x + b_O, `base` `[model, queries, d_model]`. A value's row is its product with W_O,
+/// and in wide rows with W_O·W_in and W_O·W_U too (products d_head long, not d_model),
+/// each head's written in place by one product.
+fn summed_rows(
+    cfg: &ModelConfig,
+    wide: bool,
+    [v, v_query, base]: [&Tensor; 3],
+    [w_o, w_in, w_u]: [&Tensor; 3],
+    [b_in, logit_bias]: [&Tensor; 2],
+) -> Tensor {
+    let (nh, _, e) = v.size3().expect("values are [model·head, pos·vocab, d_head]");
     let (n, n_queries, d_model) = (base.size()[0], base.size()[1], cfg.d_model);
+    let (before_last, n_heads) = (v.size()[1] - cfg.d_vocab, nh / n); // (position, token) pairs before the last
     let w_in_u = Tensor::cat(&[w_in, w_u], 2); // [model, d_model, d_mlp + d_vocab_out]
-    let products = w_in_u.size()[2];
-    let width = products + wide_padding(cfg) + d_model;
-    let rows = Tensor::empty([nh * t + n * n_queries, width], (Kind::Float, v_heads.device()));
+    let products = if wide { w_in_u.size()[2] } else { 0 };
+    let width = if wide { products + wide_padding(cfg) + d_model } else { d_model };
+    let w_o_heads = w_o.reshape([nh, e, d_model]);
+    let w_o_in_u = wide.then(|| w_o.reshape([n, -1, d_model]).bmm(&w_in_u).view([nh, e, products]));
+    // `out` [model·head, rows, width] ← the rows of values `v` [model·head, rows, d_head].
+    let fill = |out: &Tensor, v: &Tensor| {
+        if let Some(w_o_in_u) = &w_o_in_u {
+            product_into(&out.narrow(2, 0, products), v, w_o_in_u);
+        }
+        product_into(&out.narrow(2, width - d_model, d_model), v, &w_o_heads);
+    };
+    let device = v.device();
+    let (count, bases) = (nh * n_queries * before_last, n * n_queries);
+    let rows = Tensor::empty([count + bases, width], (Kind::Float, device));
     let _ = rows.narrow(1, products, width - products - d_model).zero_();
-    let (vo_rows, base_rows) = (
-        rows.narrow(0, 0, nh * t).view([nh, t, width]),
-        rows.narrow(0, nh * t, n * n_queries).view([n, n_queries, width]),
-    );
-    let w_o_in_u = w_o.reshape([n, -1, d_model]).bmm(&w_in_u).view([nh, e, products]);
-    product_into(&vo_rows.narrow(2, 0, products), v_heads, &w_o_in_u);
-    product_into(&vo_rows.narrow(2, width - d_model, d_model), v_heads, w_o_heads);
-    let bias = Tensor::cat(&[b_in.unsqueeze(1), logit_bias.shallow_clone()], 2);
-    let _ = base_rows.narrow(2, 0, products).copy_(&base.bmm(&w_in_u).g_add_(&bias));
-    let _ = base_rows.narrow(2, width - d_model, d_model).copy_(base);
+    // Views taken afresh after each write: where autograd follows, the first write gives
+    // `rows` a history that views taken before it do not share.
+    let differences = || rows.narrow(0, 0, count).view([nh, n_queries, before_last, width]);
+    let base_rows = || rows.narrow(0, count, bases).view([n, n_queries, width]);
+    let at_query = Tensor::zeros([nh, n_queries, width], (Kind::Float, device));
+    fill(&differences().select(1, 0), &v.narrow(1, 0, before_last));
+    fill(&at_query, v_query);
+    if n_queries > 1 {
+        let _ = differences().narrow(1, 1, n_queries - 1).copy_(&differences().narrow(1, 0, 1));
+    }
+    let _ = differences().g_sub_(&at_query.unsqueeze(2));
+    if wide {
+        let bias = Tensor::cat(&[b_in.unsqueeze(1), logit_bias.shallow_clone()], 2);
+        let _ = base_rows().narrow(2, 0, products).copy_(&base.bmm(&w_in_u).g_add_(&bias));
+    }
+    let _ = base_rows().narrow(2, width - d_model, d_model).copy_(base);
+    let _ = base_rows().g_add_(&at_query.view([n, n_heads, n_queries, width]).sum_dim_intlist(1, false, Kind::Float));
     rows
 }
 
@@ -343,20 +384,15 @@ impl Stack {
             k.reshape([n * n_heads, n_pos * n_vocab, d_head]).bmm(&q_heads.reshape([n * n_heads, d_head, n_queries]))
                 / (d_head as f64).sqrt(); // [model·head, pos·vocab, query]
         let scores = scores.view([n, n_heads, n_pos, n_vocab, n_queries]).permute([0, 2, 3, 4, 1]);
-        // The values per head, [model·head, pos·vocab, d_head], and W_O per head.
+        // The values per head, [model·head, pos·vocab, d_head], and the query tokens' at
+        // the last position.
         let v_heads = kv.narrow(2, he, he).reshape([n, n_pos * n_vocab, n_heads, d_head]).permute([0, 2, 1, 3]);
         let v_heads = v_heads.reshape([n * n_heads, n_pos * n_vocab, d_head]);
-        let w_o_heads = W_O.reshape([n * n_heads, d_head, d_model]);
+        let v_query = v_heads.narrow(1, (n_pos - 1) * n_vocab, n_vocab).index_select(1, &queries.tokens);
         let resid_base = x_query + b_O.unsqueeze(1); // [model, queries, d_model]
         let logit_bias = b_out.unsqueeze(1).bmm(W_U) + b_U.unsqueeze(1);
-        let rows = if wide {
-            Rows::Wide {
-                rows: wide_rows(cfg, &v_heads, &resid_base, [W_O, &w_o_heads, W_in, W_U], [b_in, &logit_bias]),
-            }
-        } else {
-            let vo = v_heads.bmm(&w_o_heads); // per (head, position, token)
-            Rows::Narrow { rows: Tensor::cat(&[vo.view([-1, d_model]), resid_base.view([-1, d_model])], 0) }
-        };
+        let summed = summed_rows(cfg, wide, [&v_heads, &v_query, &resid_base], [W_O, W_in, W_U], [b_in, &logit_bias]);
+        let rows = if wide { Rows::Wide { rows: summed } } else { Rows::Narrow { rows: summed } };
         let query_tokens = queries.tokens.shallow_clone();
         Tables { scores: scores.contiguous(), rows, logit_bias, w_logit: W_out.bmm(W_U), x, query_tokens, q, kv }
     }
@@ -374,7 +410,8 @@ impl Stack {
         let resid_start = d_mlp + d_out + wide_padding(&self.cfg);
         let width = if wide && !with_resid_mid { resid_start } else { rows.size()[1] };
         // The last query sees every position: softmax over all of them, per head; then
-        // each input's pattern-weighted rows and its base row once. On the CPU (wide
+        // each input's rows before the last position weighted by the pattern, and its
+        // base row once. On the CPU (wide
         // rows) as one loop per input, ReLU included, unless autograd is to follow.
         let loops = wide && !rows.requires_grad();
         let (pattern, mixed) = if loops {
@@ -390,7 +427,8 @@ impl Stack {
             row_sums(&reads)
         } else {
             let pattern = tables.scores.take(&lookup.score_index).softmax(-1, Kind::Float); // [model, batch, head, pos]
-            let weights = Tensor::cat(&[pattern.view([n * batch, -1]), lookup.ones.shallow_clone()], 1);
+            let before_last = pattern.narrow(3, 0, pattern.size()[3] - 1).reshape([n * batch, -1]);
+            let weights = Tensor::cat(&[before_last, lookup.ones.shallow_clone()], 1);
             let (mixed, _, _, _) = Tensor::embedding_bag(
                 &rows.narrow(1, 0, width),
                 &lookup.bag_rows,

@@ -1,11 +1,12 @@
 //! Each input's attention pattern and its pattern-weighted sum of table rows
 //! (`crate::one_layer`), on the CPU in one loop per input instead of a gather, a
 //! softmax, an `embedding_bag` and a ReLU, each a pass of its own over every input.
-//! Per input, with s its scores (one per head and position) and R its rows:
+//! Per input, with s its scores (one per head and position) and R its rows, one per
+//! head and position before the last (the last position's are in the base row):
 //!
 //! ```text
 //! p[h, i] = exp(s[h, i] − max_j s[h, j]) / Σ_j exp(s[h, j] − max_j s[h, j])
-//! sum     = Σ_{h, i} p[h, i] · R[h, i]  +  R[base]        (then ReLU on the MLP columns)
+//! sum     = Σ_{h, i<last} p[h, i] · R[h, i]  +  R[base]        (then ReLU on the MLP columns)
 //! ```
 //!
 //! The sum adds one row at a time, each as a fused multiply-add (one rounding per row).
@@ -28,7 +29,7 @@ pub(crate) struct Reads<'a> {
     /// The table of rows, `[rows, full width]`; the sums read its first `width` columns.
     pub rows: &'a Tensor,
     pub width: i64,
-    /// Each input's rows: head·pos pattern-weighted ones, then its base row.
+    /// Each input's rows: head·(pos − 1) pattern-weighted ones, then its base row.
     pub bag_rows: &'a Tensor,
     /// The leading columns that ReLU applies to (0: none).
     pub relu_columns: i64,
@@ -109,7 +110,7 @@ struct Table<'a> {
     bag_rows: &'a [i64],
     full_width: usize,
     width: usize,
-    /// Pattern-weighted rows per input: head·pos.
+    /// Scores per input: head·pos.
     weighted: usize,
     n_pos: usize,
     relu_columns: usize,
@@ -137,6 +138,8 @@ impl Table<'_> {
     #[inline(always)]
     fn inputs(&self, first: usize, pattern: &mut [f32], sums: &mut [f32]) {
         let (w, n_pos) = (self.weighted, self.n_pos);
+        // Each input's rows' weights: the pattern before the last position, then 1.
+        let mut weights = vec![1f32; w - w / n_pos + 1];
         for (j, (p, sum)) in pattern.chunks_exact_mut(w).zip(sums.chunks_exact_mut(self.width)).enumerate() {
             let input = first + j;
             // The softmax over positions, per head: the scores less their head's
@@ -163,13 +166,15 @@ impl Table<'_> {
             }
             // The pattern-weighted rows, then the base row, a block of columns at a time
             // (the block's running sums stay in registers), then the last columns.
-            let bag = &self.bag_rows[input * (w + 1)..][..w + 1];
-            let weights = || p.iter().copied().chain(std::iter::once(1.0));
+            for (head, p) in p.chunks_exact(n_pos).enumerate() {
+                weights[head * (n_pos - 1)..][..n_pos - 1].copy_from_slice(&p[..n_pos - 1]);
+            }
+            let bag = &self.bag_rows[input * weights.len()..][..weights.len()];
             let row = |row: i64, start: usize, len: usize| &self.rows[row as usize * self.full_width + start..][..len];
             let mut start = 0;
             while start + BLOCK <= self.width {
                 let mut block = [0f32; BLOCK];
-                for (&r, weight) in bag.iter().zip(weights()) {
+                for (&r, &weight) in bag.iter().zip(&weights) {
                     let r: &[f32; BLOCK] = row(r, start, BLOCK).try_into().expect("a whole block");
                     for k in 0..BLOCK {
                         block[k] = weight.mul_add(r[k], block[k]);
@@ -182,7 +187,7 @@ impl Table<'_> {
             let tail = &mut sum[start..];
             tail.fill(0.0);
             let len = tail.len();
-            for (&r, weight) in bag.iter().zip(weights()) {
+            for (&r, &weight) in bag.iter().zip(&weights) {
                 for (s, r) in tail.iter_mut().zip(row(r, start, len)) {
                     *s = weight.mul_add(*r, *s);
                 }
