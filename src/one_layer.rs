@@ -524,6 +524,9 @@ fn read_all(
     let stack = Stack::new(&[model])?;
     let tokens = tokens.unsqueeze(0);
     let queries = Queries::of(&tokens, stack.cfg.d_vocab);
+    if queries.tokens.size()[0] > 1 {
+        return read_by_query(model, &tokens.squeeze_dim(0), &queries.tokens, with_resid_mid);
+    }
     let tables = stack.tables(tokens.size()[2], &queries, wide_tables(tokens.device()));
     let reads: Vec<Read> = pieces(tokens.size()[1], tokens.device())
         .into_iter()
@@ -535,4 +538,57 @@ fn read_all(
     let cat = |f: &dyn Fn(&Read) -> &Tensor| Tensor::cat(&reads.iter().map(f).collect::<Vec<_>>(), 1).squeeze_dim(0);
     let resid_mid = with_resid_mid.then(|| cat(&|r| r.resid_mid.as_ref().expect("asked for")));
     Ok((cat(&|r| &r.logits), cat(&|r| &r.post), resid_mid))
+}
+
+/// [`read_all`] for inputs that end in different tokens: those ending in each token in
+/// turn, so that the tables, which grow with the number of last tokens, are one
+/// token's each time.
+fn read_by_query(
+    model: &HookedTransformer,
+    tokens: &Tensor,
+    last_tokens: &Tensor,
+    with_resid_mid: bool,
+) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+    let last = tokens.select(1, -1);
+    let mut all: Option<(Tensor, Tensor, Option<Tensor>)> = None;
+    for token in Vec::<i64>::try_from(last_tokens)? {
+        let inputs = last.eq(token).nonzero().squeeze_dim(1);
+        let read = read_all(model, &tokens.index_select(0, &inputs), with_resid_mid)?;
+        let all = all.get_or_insert_with(|| {
+            let empty = |t: &Tensor| t.new_zeros([tokens.size()[0], t.size()[1]], (t.kind(), t.device()));
+            (empty(&read.0), empty(&read.1), read.2.as_ref().map(empty))
+        });
+        let _ = all.0.index_copy_(0, &inputs, &read.0);
+        let _ = all.1.index_copy_(0, &inputs, &read.1);
+        if let (Some(into), Some(from)) = (&mut all.2, &read.2) {
+            let _ = into.index_copy_(0, &inputs, from);
+        }
+    }
+    Ok(all.expect("inputs end in at least one token"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RunConfig;
+    use crate::task::Task;
+
+    /// Inputs that end in different tokens (read one last token at a time) give the plain
+    /// forward pass's last position, as the task's inputs, which all end in `=`, do.
+    #[test]
+    fn inputs_ending_in_different_tokens_match_the_forward_pass() {
+        let cfg = RunConfig::for_task(Task::power_sum(11, 4, 4)).model;
+        let cfg = ModelConfig { d_model: 16, d_head: 8, n_heads: 2, d_mlp: 32, ..cfg };
+        let model = HookedTransformer::new(&cfg, Device::Cpu).unwrap();
+        let random = crate::rng::seeded(9, || Tensor::randint(cfg.d_vocab, [60, 3], (Kind::Int64, Device::Cpu)));
+        let dataset = Task::power_sum(11, 4, 4).dataset();
+        for tokens in [random, dataset] {
+            let last = last_position(&model, &tokens).unwrap();
+            let (logits, cache) = model.run_with_cache(&tokens).unwrap();
+            let gap = |ours: &Tensor, theirs: &Tensor| (ours - theirs.select(1, -1)).abs().max().double_value(&[]);
+            assert!(gap(&last.logits, &logits) < 1e-5);
+            assert!(gap(&last.mlp_post, &cache[("post", 0)]) < 1e-5);
+            assert!(gap(&last.resid_mid, &cache[("resid_mid", 0)]) < 1e-5);
+        }
+    }
 }
