@@ -322,17 +322,15 @@ fn summed_rows(
     let (count, bases) = (nh * n_queries * before_last, n * n_queries);
     let rows = Tensor::empty([count + bases, width], (Kind::Float, device));
     let _ = rows.narrow(1, products, width - products - d_model).zero_();
+    // A row is linear in its value: the difference rows are the rows of the values'
+    // differences.
+    let v_differences = (v.narrow(1, 0, before_last).unsqueeze(1) - v_query.unsqueeze(2)).view([nh, -1, e]);
+    fill(&rows.narrow(0, 0, count).view([nh, -1, width]), &v_differences);
+    let at_query = Tensor::zeros([nh, n_queries, width], (Kind::Float, device));
+    fill(&at_query, v_query);
     // Views taken afresh after each write: where autograd follows, the first write gives
     // `rows` a history that views taken before it do not share.
-    let differences = || rows.narrow(0, 0, count).view([nh, n_queries, before_last, width]);
     let base_rows = || rows.narrow(0, count, bases).view([n, n_queries, width]);
-    let at_query = Tensor::zeros([nh, n_queries, width], (Kind::Float, device));
-    fill(&differences().select(1, 0), &v.narrow(1, 0, before_last));
-    fill(&at_query, v_query);
-    if n_queries > 1 {
-        let _ = differences().narrow(1, 1, n_queries - 1).copy_(&differences().narrow(1, 0, 1));
-    }
-    let _ = differences().g_sub_(&at_query.unsqueeze(2));
     if wide {
         let bias = Tensor::cat(&[b_in.unsqueeze(1), logit_bias.shallow_clone()], 2);
         let _ = base_rows().narrow(2, 0, products).copy_(&base.bmm(&w_in_u).g_add_(&bias));
