@@ -1,11 +1,11 @@
 //! The attention's part of the backward pass on the CPU, one input at a time: what
-//! `crate::gradient` computes elsewhere with gathers, broadcasts and `scatter_add`
+//! `crate::gradient` computes elsewhere with gathers, broadcasts and `index_add`
 //! over every input, as one loop. Each input reads n_pos value rows and adds into
 //! them and into n_pos entries of the score table per head, so the tensor version
 //! spends its time on a dozen passes over small tensors; here it is one pass. The
 //! inputs go in parts, one per libtorch thread (`crate::cpu_loops`), the first adding
 //! into the gradients themselves, each other into tables of its own, added to them in
-//! part order: deterministic for a given number of threads, as `scatter_add` is on the
+//! part order: deterministic for a given number of threads, as `index_add` is on the
 //! CPU. Products add as fused multiply-adds, and dot products in fixed partial sums.
 //!
 //! Per input, head h and position i, with p the pattern and v_i the value row of

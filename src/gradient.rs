@@ -15,7 +15,7 @@
 //! and every key, value and query is a row of a per-token table, `x(i, t)·W + b` with
 //! `x(i, t) = W_E[t] + W_pos[i]`. Each input's gradient on a value row, and on its
 //! entry of the score table (key row · query row), adds into that row or entry
-//! (`scatter_add`, deterministic on the CPU); the tables' gradients give the weights'.
+//! (`index_add`, in order on the CPU); the tables' gradients give the weights'.
 //! Only the weights `W_*` get gradients: the seed trains no biases.
 
 use tch::{Device, Kind, Tensor};
@@ -45,9 +45,7 @@ pub(crate) fn weight_gradients(
 
 /// Rows `[rows, width]`, `src`'s rows `[…, width]` added into those `index` names.
 fn scatter(rows: i64, index: &Tensor, src: &Tensor, width: i64) -> Tensor {
-    let mut out = Tensor::zeros([rows, width], (Kind::Float, src.device()));
-    let _ = out.scatter_add_(0, &index.unsqueeze(1).expand([-1, width], false), &src.reshape([-1, width]));
-    out
+    Tensor::zeros([rows, width], (Kind::Float, src.device())).index_add(0, index, &src.reshape([-1, width]))
 }
 
 /// [`attention_grad::gradients`] as tensors, every input at once: z `[model, batch,
