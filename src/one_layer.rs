@@ -278,7 +278,7 @@ pub(crate) fn pieces(len: i64, device: Device) -> Vec<(i64, i64)> {
     (0..len).step_by(step as usize).map(|start| (start, step.min(len - start))).collect()
 }
 
-/// Whether tables on `device` should be [`Rows::Wide`]: on the CPU, where summing 13
+/// Whether tables on `device` should be [`Rows::Wide`]: on the CPU, where summing 9
 /// wide rows costs less than the products; on a GPU the products are the cheap part.
 pub(crate) fn wide_tables(device: Device) -> bool {
     device == Device::Cpu
@@ -306,11 +306,11 @@ fn summed_rows(
     let (nh, _, e) = v.size3().expect("values are [model·head, pos·vocab, d_head]");
     let (n, n_queries, d_model) = (base.size()[0], base.size()[1], cfg.d_model);
     let (before_last, n_heads) = (v.size()[1] - cfg.d_vocab, nh / n); // (position, token) pairs before the last
-    let w_in_u = Tensor::cat(&[w_in, w_u], 2); // [model, d_model, d_mlp + d_vocab_out]
-    let products = if wide { w_in_u.size()[2] } else { 0 };
+    let w_in_u = wide.then(|| Tensor::cat(&[w_in, w_u], 2)); // [model, d_model, d_mlp + d_vocab_out]
+    let products = w_in_u.as_ref().map_or(0, |w| w.size()[2]);
     let width = if wide { products + wide_padding(cfg) + d_model } else { d_model };
     let w_o_heads = w_o.reshape([nh, e, d_model]);
-    let w_o_in_u = wide.then(|| w_o.reshape([n, -1, d_model]).bmm(&w_in_u).view([nh, e, products]));
+    let w_o_in_u = w_in_u.as_ref().map(|w| w_o.reshape([n, -1, d_model]).bmm(w).view([nh, e, products]));
     // `out` [model·head, rows, width] ← the rows of values `v` [model·head, rows, d_head].
     let fill = |out: &Tensor, v: &Tensor| {
         if let Some(w_o_in_u) = &w_o_in_u {
@@ -331,9 +331,9 @@ fn summed_rows(
     // Views taken afresh after each write: where autograd follows, the first write gives
     // `rows` a history that views taken before it do not share.
     let base_rows = || rows.narrow(0, count, bases).view([n, n_queries, width]);
-    if wide {
+    if let Some(w_in_u) = &w_in_u {
         let bias = Tensor::cat(&[b_in.unsqueeze(1), logit_bias.shallow_clone()], 2);
-        let _ = base_rows().narrow(2, 0, products).copy_(&base.bmm(&w_in_u).g_add_(&bias));
+        let _ = base_rows().narrow(2, 0, products).copy_(&base.bmm(w_in_u).g_add_(&bias));
     }
     let _ = base_rows().narrow(2, width - d_model, d_model).copy_(base);
     let _ = base_rows().g_add_(&at_query.view([n, n_heads, n_queries, width]).sum_dim_intlist(1, false, Kind::Float));
