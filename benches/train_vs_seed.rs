@@ -9,8 +9,8 @@
 //! products of groklens's formulation alone, the same shapes and transposes as an
 //! epoch's, timed in turns with groklens's epochs; ratios are medians of each round's.
 //! Then the throughput of N seed-config runs (seeds 1..N) trained together, in
-//! model-epochs per second, against the seed loop's: as `Trainer::stacked` trains them
-//! on the device, and as one stack of N. Last, early against late epochs: the same
+//! model-epochs per second, each timed in turns with one run's: as `Trainer::stacked`
+//! trains them on the device, and as one stack of N. Last, early against late epochs: the same
 //! epochs, in turns, from the initial weights and from the final weights of a full run
 //! (tests/data/runs: the seed task and a + b), so that a slowdown as the model trains
 //! (denormal floats, say) would show.
@@ -50,16 +50,9 @@ fn seed_seconds_per_epoch(device: &str, epochs: i64) -> f64 {
     })
 }
 
-/// Seconds per epoch of `n` seed-config runs (seeds 1..=n) trained together, in stacks
-/// of `stack_size` (`None`: as `Trainer::stacked` stacks them on the device).
-fn groklens_seconds_per_epoch(
-    cfg: &RunConfig,
-    split: &Split,
-    device: Device,
-    epochs: i64,
-    n: i64,
-    stack_size: Option<usize>,
-) -> f64 {
+/// A trainer of `n` seed-config runs (seeds 1..=n), in stacks of `stack_size` (`None`:
+/// as `Trainer::stacked` stacks them on the device).
+fn trainer(cfg: &RunConfig, split: &Split, device: Device, n: i64, stack_size: Option<usize>) -> Trainer {
     let configs: Vec<RunConfig> = (1..=n)
         .map(|seed| {
             let mut c = cfg.clone();
@@ -69,35 +62,31 @@ fn groklens_seconds_per_epoch(
         .collect();
     let models: Vec<HookedTransformer> =
         configs.iter().map(|c| HookedTransformer::new(&c.model, device).expect("seed config")).collect();
-    seconds_per_epoch(&configs, &models, split, device, epochs, stack_size)
-}
-
-/// Seconds per epoch of `models` trained together, after five warm-up epochs.
-fn seconds_per_epoch(
-    configs: &[RunConfig],
-    models: &[HookedTransformer],
-    split: &Split,
-    device: Device,
-    epochs: i64,
-    stack_size: Option<usize>,
-) -> f64 {
-    let runs: Vec<_> = configs.iter().zip(models).map(|(c, m)| (c, m, split)).collect();
-    let mut trainer = match stack_size {
+    let runs: Vec<_> = configs.iter().zip(&models).map(|(c, m)| (c, m, split)).collect();
+    match stack_size {
         Some(size) => Trainer::in_stacks_of(&runs, size),
         None => Trainer::stacked(&runs),
     }
-    .expect("one shape");
-    // Warm-up: on a GPU, the eager epochs and the capture of the graph.
-    for _ in 0..5 {
-        let _ = trainer.step().expect("an epoch");
-    }
-    synchronize(device);
-    let start = Instant::now();
-    for _ in 0..epochs {
-        let _ = trainer.step().expect("an epoch");
-    }
-    synchronize(device);
-    start.elapsed().as_secs_f64() / epochs as f64
+    .expect("one shape")
+}
+
+/// Model-epochs per second of `n` runs trained by `many` and of one run, in turns.
+fn per_model_against_one_run(
+    many: &mut Trainer,
+    n: i64,
+    cfg: &RunConfig,
+    split: &Split,
+    device: Device,
+    epochs: i64,
+) -> (f64, f64) {
+    let mut one = trainer(cfg, split, device, 1, None);
+    let (t_many, t_one) = in_turns(
+        &mut || drop(many.step().expect("an epoch")),
+        &mut || drop(one.step().expect("an epoch")),
+        device,
+        epochs,
+    );
+    (n as f64 / t_many, 1.0 / t_one)
 }
 
 /// One run's epochs from its initial weights and from `trained` (AdamW's moments
@@ -247,15 +236,18 @@ fn main() {
         median(&mut to_floor)
     );
 
+    // Each against one run in turns, so that the machine's drift does not pass for a
+    // difference between them.
     for &n in &stacks {
-        let trained = groklens_seconds_per_epoch(&cfg, &split, device, epochs, n, None);
-        let one_stack = groklens_seconds_per_epoch(&cfg, &split, device, epochs, n, Some(n as usize));
+        let mut as_trained = trainer(&cfg, &split, device, n, None);
+        let (trained, one_a) = per_model_against_one_run(&mut as_trained, n, &cfg, &split, device, epochs);
+        drop(as_trained);
+        let mut one_stack = trainer(&cfg, &split, device, n, Some(n as usize));
+        let (stacked, one_b) = per_model_against_one_run(&mut one_stack, n, &cfg, &split, device, epochs);
         println!(
-            "{n} runs: as trained {:.4} s/epoch, {:.1} model-epochs/s; as one stack {:.4} s/epoch, {:.1} model-epochs/s (the seed loop: {:.1})",
-            trained,
-            n as f64 / trained,
-            one_stack,
-            n as f64 / one_stack,
+            "{n} runs: as trained {trained:.1} model-epochs/s, {:.2}× one run's in turns ({one_a:.1}); as one stack {stacked:.1}, {:.2}× one run's ({one_b:.1}); the seed loop: {:.1}",
+            trained / one_a,
+            stacked / one_b,
             1.0 / seed
         );
     }
