@@ -10,10 +10,10 @@
 //! epoch's, timed in turns with groklens's epochs; ratios are medians of each round's.
 //! Then the throughput of N seed-config runs (seeds 1..N) trained together, in
 //! model-epochs per second, each timed in turns with one run's: as `Trainer::stacked`
-//! trains them on the device, and as one stack of N. Last, early against late epochs: the same
-//! epochs, in turns, from the initial weights and from the final weights of a full run
-//! (tests/data/runs: the seed task and a + b), so that a slowdown as the model trains
-//! (denormal floats, say) would show.
+//! trains them on the device, and as one stack of N. Last, early against late epochs:
+//! the same epochs, in turns, from the initial weights and from the final weights of a
+//! full run (tests/data/runs: the seed task and a + b), so that a slowdown as the model
+//! trains (denormal floats, say) would show.
 
 use std::path::Path;
 use std::process::Command;
