@@ -26,6 +26,44 @@ pub(crate) fn elements<T: tch::kind::Element>(t: &Tensor) -> &[T] {
     unsafe { std::slice::from_raw_parts(t.data_ptr() as *const T, t.numel()) }
 }
 
+/// A CPU tensor `[…, len]` as rows of `len` elements evenly spaced in memory (a
+/// contiguous tensor, or a `narrow` of its last dimension): its elements from the first
+/// row's start to the last row's end, and the distance between rows' starts. `None` for
+/// any other layout.
+pub(crate) fn even_rows<T: tch::kind::Element>(t: &Tensor) -> Option<(&[T], usize)> {
+    assert!(t.device() == Device::Cpu && t.kind() == T::KIND, "a CPU tensor of the loop's kind");
+    let (size, strides) = (t.size(), t.stride());
+    let dims = size.len();
+    let len = *size.last()?;
+    let row_stride = if dims > 1 { strides[dims - 2] } else { len };
+    // The last dimension contiguous, the rows evenly spaced and not overlapping, and
+    // the dimensions before them nested without gaps.
+    let nested = (0..dims.saturating_sub(2)).all(|i| strides[i] == strides[i + 1] * size[i + 1]);
+    if (len > 1 && strides[dims - 1] != 1) || row_stride < len || !nested {
+        return None;
+    }
+    let rows = size[..dims - 1].iter().product::<i64>();
+    if rows == 0 || len == 0 {
+        return Some((&[], row_stride as usize));
+    }
+    let span = ((rows - 1) * row_stride + len) as usize;
+    // SAFETY: on the CPU, of T, and every element of the span lies in the tensor's
+    // storage (rows evenly spaced from the first), borrowed for the slice's life.
+    Some((unsafe { std::slice::from_raw_parts(t.data_ptr() as *const T, span) }, row_stride as usize))
+}
+
+/// Asks for `data`'s cache lines ahead of the loop that reads them (on x86-64; a no-op
+/// elsewhere): for rows the hardware's prefetcher does not foresee, such as rows spaced
+/// wider than they are long.
+#[inline(always)]
+pub(crate) fn prefetch(data: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in data.chunks(16) {
+        // SAFETY: a prefetch reads nothing and cannot fault; the address is in `data`.
+        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line.as_ptr() as *const i8) };
+    }
+}
+
 /// A new float32 CPU tensor whose elements are whatever its memory held, for a loop
 /// that writes every one of them through [`elements_mut`].
 pub(crate) fn empty(size: &[i64]) -> Tensor {
@@ -192,6 +230,20 @@ mod tests {
         if cfg!(target_os = "linux") {
             assert!(gomp().is_some(), "no GOMP_parallel in the process: the loops run on one thread");
         }
+    }
+
+    /// Rows of a contiguous tensor and of a `narrow` of its last dimension are even;
+    /// a transpose's, or a `narrow` that leaves gaps between blocks of rows, are not.
+    #[test]
+    fn even_rows_are_found_where_they_are() {
+        let t = Tensor::arange(2 * 3 * 8, (Kind::Float, Device::Cpu)).view([2, 3, 8]);
+        let (all, stride) = even_rows::<f32>(&t).unwrap();
+        assert_eq!((all.len(), stride), (48, 8));
+        let narrowed = t.narrow(2, 2, 5);
+        let (some, stride) = even_rows::<f32>(&narrowed).unwrap();
+        assert_eq!((some.len(), stride, some[0], some[8]), (5 * 8 + 5, 8, 2.0, 10.0));
+        assert!(even_rows::<f32>(&t.transpose(1, 2)).is_none());
+        assert!(even_rows::<f32>(&t.narrow(1, 0, 2)).is_none());
     }
 
     #[test]

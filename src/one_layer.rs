@@ -193,7 +193,8 @@ pub(crate) struct Read {
     /// ReLU the activations themselves (positive exactly where the input is), which
     /// overwrite the input.
     pub derivative_at: Tensor,
-    /// `[model, batch, d_vocab_out]`.
+    /// `[model, batch, d_vocab_out]`; from wide rows on the CPU, the sums' logit
+    /// columns (rows spaced wider than they are long).
     pub logits: Tensor,
     /// `[model, batch, d_model]`, when asked for.
     pub resid_mid: Option<Tensor>,
@@ -455,7 +456,11 @@ impl Stack {
             }
             ActFn::Gelu => (act(ActFn::Gelu, &pre), pre),
         };
-        let logits = if wide {
+        let logits = if loops {
+            // In place in the sums' logit columns, which nothing else reads: no copy of
+            // them into a new tensor first (what `baddbmm` does), the same product.
+            mixed.narrow(2, d_mlp, d_out).baddbmm_(&post, &tables.w_logit)
+        } else if wide {
             mixed.narrow(2, d_mlp, d_out).baddbmm(&post, &tables.w_logit, 1, 1)
         } else {
             tables.logit_bias.baddbmm(&mixed, W_U, 1, 1).baddbmm(&post, &tables.w_logit, 1, 1)

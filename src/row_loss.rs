@@ -54,10 +54,20 @@ fn by_tensors(logits: &Tensor, labels: &Tensor, weights: Option<&Tensor>) -> Row
 /// [`row_losses`] on the CPU: the rows in even parts, one per libtorch thread.
 fn by_loops(logits: &Tensor, labels: &Tensor, weights: Option<&Tensor>) -> RowLosses {
     let (n, rows, vocab) = logits.size3().expect("logits are [model, rows, vocab]");
-    let (logits, labels) = (logits.contiguous(), labels.contiguous());
+    // The logits' rows where they are (the logit columns of the row sums, say), or a
+    // contiguous copy.
+    let copy;
+    let (x, stride) = match cpu_loops::even_rows::<f32>(logits) {
+        Some(rows) => rows,
+        None => {
+            copy = logits.contiguous();
+            cpu_loops::even_rows(&copy).expect("a contiguous tensor has even rows")
+        }
+    };
+    let labels = labels.contiguous();
     let weights = weights.map(Tensor::contiguous);
     let first = weights.as_ref().map_or(0, |w| w.size()[1]) as usize;
-    let (x, labels) = (elements::<f32>(&logits), elements::<i64>(&labels));
+    let labels = elements::<i64>(&labels);
     let weights_of = weights.as_ref().map_or(&[][..], elements::<f64>);
     let double = |size: &[i64]| Tensor::empty(size, (Kind::Double, Device::Cpu));
     let (nll_out, correct_out) = (double(&[n, rows]), double(&[n, rows]));
@@ -82,7 +92,8 @@ fn by_loops(logits: &Tensor, labels: &Tensor, weights: Option<&Tensor>) -> RowLo
             let (row, weight) = (model * rows + start, model * first + start);
             parts.push(Part {
                 vocab,
-                x: &x[row * vocab..(row + len) * vocab],
+                stride,
+                x: &x[row * stride..((row + len) * stride).min(x.len())],
                 labels: &labels[row..row + len],
                 weights: &weights_of[weight.min(weights_of.len())..(weight + with_grad).min(weights_of.len())],
                 nll,
@@ -150,6 +161,9 @@ impl Vectorised for LogSumExps<'_> {
 /// rows get gradients.
 struct Part<'a> {
     vocab: usize,
+    /// From one row's logits to the next's.
+    stride: usize,
+    /// The rows' logits, `vocab` of them from every `stride`-th element.
     x: &'a [f32],
     labels: &'a [i64],
     weights: &'a [f64],
@@ -165,7 +179,12 @@ impl Vectorised for Part<'_> {
     fn run(self) {
         let vocab = self.vocab;
         let mut shifted = vec![0f64; vocab];
-        for (row, x) in self.x.chunks_exact(vocab).enumerate() {
+        for (row, x) in self.x.chunks(self.stride).map(|row| &row[..vocab]).enumerate() {
+            // Rows spaced wider than they are long (the logit columns of the row sums):
+            // the row after next asked for now.
+            if let Some(next) = self.x.get((row + 2) * self.stride..).and_then(|next| next.get(..vocab)) {
+                cpu_loops::prefetch(next);
+            }
             let label = self.labels[row] as usize;
             let best = max(x);
             let m = best as f64;
@@ -335,6 +354,24 @@ mod tests {
         assert_eq!(ours.size(), [2, 20, 113]);
         let gap = (&ours - &theirs).abs().max().double_value(&[]);
         assert!(gap <= 1e-7 * theirs.abs().max().double_value(&[]), "gradient gap {gap:e}");
+    }
+
+    /// Logits whose rows are spaced wider than they are long (the sums' logit columns)
+    /// give the same numbers as a contiguous copy of them.
+    #[test]
+    fn rows_spaced_apart_give_the_same_losses() {
+        let (wide, labels) = crate::rng::seeded(6, || {
+            (
+                Tensor::randn([2, 70, 140], (Kind::Float, Device::Cpu)) * 8.0,
+                Tensor::randint(113, [2, 70], (Kind::Int64, Device::Cpu)),
+            )
+        });
+        let logits = wide.narrow(2, 20, 113);
+        let weights = Tensor::rand([2, 30], (Kind::Double, Device::Cpu));
+        let (apart, together) =
+            (by_loops(&logits, &labels, Some(&weights)), by_loops(&logits.contiguous(), &labels, Some(&weights)));
+        assert!(apart.nll.equal(&together.nll) && apart.correct.equal(&together.correct));
+        assert!(apart.d_logits.unwrap().equal(&together.d_logits.unwrap()));
     }
 
     /// Where libtorch's float32 gradient is subnormal the loops' is zero, and

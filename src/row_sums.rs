@@ -138,6 +138,10 @@ impl Table<'_> {
     #[inline(always)]
     fn inputs(&self, first: usize, pattern: &mut [f32], sums: &mut [f32]) {
         let (w, n_pos) = (self.weighted, self.n_pos);
+        // Each input's scores less their head's maximum, and their exponentials, in
+        // whole vectors: the lanes past the scores stay 0 and are not read. (Copies of
+        // a run-time length here were calls to memcpy, several per input.)
+        let (mut shifted, mut exps) = (vec![0f32; w.next_multiple_of(LANES)], vec![0f32; w.next_multiple_of(LANES)]);
         // Each input's rows' weights: the pattern before the last position, then 1.
         let mut weights = vec![1f32; w - w / n_pos + 1];
         for (j, (p, sum)) in pattern.chunks_exact_mut(w).zip(sums.chunks_exact_mut(self.width)).enumerate() {
@@ -145,30 +149,30 @@ impl Table<'_> {
             // The softmax over positions, per head: the scores less their head's
             // maximum, their exponentials a vector at a time, each head's total.
             let index = &self.score_index[input * w..][..w];
-            for (p, index) in p.chunks_exact_mut(n_pos).zip(index.chunks_exact(n_pos)) {
-                for (p, &i) in p.iter_mut().zip(index) {
-                    *p = self.scores[i as usize];
+            for (s, index) in shifted.chunks_exact_mut(n_pos).zip(index.chunks_exact(n_pos)) {
+                for (s, &i) in s.iter_mut().zip(index) {
+                    *s = self.scores[i as usize];
                 }
-                let max = p.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                p.iter_mut().for_each(|p| *p -= max);
+                let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                s.iter_mut().for_each(|s| *s -= max);
             }
-            for chunk in p.chunks_mut(LANES) {
-                let mut x = [0f32; LANES];
-                x[..chunk.len()].copy_from_slice(chunk);
-                for x in &mut x {
-                    *x = exp(*x);
+            for (e, s) in exps.chunks_exact_mut(LANES).zip(shifted.chunks_exact(LANES)) {
+                for (e, &s) in e.iter_mut().zip(s) {
+                    *e = exp(s);
                 }
-                chunk.copy_from_slice(&x[..chunk.len()]);
             }
-            for p in p.chunks_exact_mut(n_pos) {
-                let scale = 1.0 / p.iter().sum::<f32>();
-                p.iter_mut().for_each(|p| *p *= scale);
+            for (head, (p, e)) in p.chunks_exact_mut(n_pos).zip(exps.chunks_exact(n_pos)).enumerate() {
+                let scale = 1.0 / e.iter().sum::<f32>();
+                for (i, (p, &e)) in p.iter_mut().zip(e).enumerate() {
+                    *p = e * scale;
+                    // The pattern-weighted rows, then the base row (weight 1).
+                    if i + 1 < n_pos {
+                        weights[head * (n_pos - 1) + i] = *p;
+                    }
+                }
             }
-            // The pattern-weighted rows, then the base row, a block of columns at a time
-            // (the block's running sums stay in registers), then the last columns.
-            for (head, p) in p.chunks_exact(n_pos).enumerate() {
-                weights[head * (n_pos - 1)..][..n_pos - 1].copy_from_slice(&p[..n_pos - 1]);
-            }
+            // A block of columns at a time (the block's running sums stay in
+            // registers), then the last columns.
             let bag = &self.bag_rows[input * weights.len()..][..weights.len()];
             let row = |row: i64, start: usize, len: usize| &self.rows[row as usize * self.full_width + start..][..len];
             let mut start = 0;
