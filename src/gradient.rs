@@ -107,7 +107,8 @@ fn gradients(
         ActFn::Gelu => read.derivative_at.gelu_backward(&d_post, "none"),
     };
     let d_w_in = tr(resid_mid).bmm(&d_pre);
-    let d_resid = g.bmm(&tr(w_u)).baddbmm(&d_pre, &tr(w_in), 1, 1); // [model, batch, d_model]
+    // The second product added in place into the first (`baddbmm` would copy it first).
+    let d_resid = g.bmm(&tr(w_u)).baddbmm_(&d_pre, &tr(w_in)); // [model, batch, d_model]
 
     // Attention at the last position: z_h per input, and each input's gradient on a
     // table row added into that row: the values' per input, the scores' per (position,
