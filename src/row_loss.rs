@@ -180,9 +180,11 @@ impl Vectorised for Part<'_> {
         let vocab = self.vocab;
         let mut shifted = vec![0f64; vocab];
         for (row, x) in self.x.chunks(self.stride).map(|row| &row[..vocab]).enumerate() {
-            // Rows spaced wider than they are long (the logit columns of the row sums):
-            // the row after next asked for now.
-            if let Some(next) = self.x.get((row + 2) * self.stride..).and_then(|next| next.get(..vocab)) {
+            // Rows spaced wider than they are long (the logit columns of the row sums),
+            // which the hardware's prefetcher does not foresee: the row after next
+            // asked for now.
+            let next = (self.stride > vocab).then(|| self.x.get((row + 2) * self.stride..)?.get(..vocab)).flatten();
+            if let Some(next) = next {
                 cpu_loops::prefetch(next);
             }
             let label = self.labels[row] as usize;

@@ -139,9 +139,11 @@ impl Table<'_> {
     fn inputs(&self, first: usize, pattern: &mut [f32], sums: &mut [f32]) {
         let (w, n_pos) = (self.weighted, self.n_pos);
         // Each input's scores less their head's maximum, and their exponentials, in
-        // whole vectors: the lanes past the scores stay 0 and are not read. (Copies of
-        // a run-time length here were calls to memcpy, several per input.)
-        let (mut shifted, mut exps) = (vec![0f32; w.next_multiple_of(LANES)], vec![0f32; w.next_multiple_of(LANES)]);
+        // whole vectors: the shifted scores' lanes past the last score stay 0, and no
+        // lane past it is read. (Copies of a run-time length here were calls to memcpy,
+        // several per input.)
+        let padded = w.next_multiple_of(LANES);
+        let (mut shifted, mut exps) = (vec![0f32; padded], vec![0f32; padded]);
         // Each input's rows' weights: the pattern before the last position, then 1.
         let mut weights = vec![1f32; w - w / n_pos + 1];
         for (j, (p, sum)) in pattern.chunks_exact_mut(w).zip(sums.chunks_exact_mut(self.width)).enumerate() {
